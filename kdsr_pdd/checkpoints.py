@@ -1,0 +1,63 @@
+"""Reading network weights from the checkpoint formats users already have.
+
+Accepted containers: BasicSR / Real-ESRGAN files (``{'params_ema': ..., 'params': ...}``), and raw
+state dicts (KDSR classic releases, BSRGAN). A leading ``module.`` (DDP/DP) is stripped. Loading is
+strict by default, and a mismatch names the missing and unexpected keys.
+"""
+import os.path as osp
+
+import torch
+
+DEFAULT_KEY_ORDER = ('params_ema', 'params')
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the network it is loaded into."""
+
+
+def read_state_dict(path, param_key=None):
+    """Return ``(state_dict, key_used)`` from ``path``.
+
+    ``param_key`` first (if given and present), then ``params_ema``, then ``params``; a file with
+    none of these keys is taken as a raw state dict (``key_used`` is None).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path!r} does not exist.')
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{path}: expected a state dict or a dict of state dicts, got {type(checkpoint)}.')
+    order = ((param_key, ) if param_key else ()) + DEFAULT_KEY_ORDER
+    for key in order:
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            state, used = checkpoint[key], key
+            break
+    else:
+        state, used = checkpoint, None
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    return state, used
+
+
+def load_weights(net, path, param_key=None, strict=True):
+    """Load weights from ``path`` into ``net`` (see :func:`read_state_dict`); return the key used."""
+    state, used = read_state_dict(path, param_key)
+    net = net.module if hasattr(net, 'module') else net
+    if strict:
+        expected, given = set(net.state_dict()), set(state)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        if missing or unexpected:
+            raise CheckpointError(f'{path} (key {used or "raw"}) does not fit {type(net).__name__}: '
+                                  f'missing {_few(missing)}; unexpected {_few(unexpected)}.')
+        wrong = [k for k in expected if net.state_dict()[k].shape != state[k].shape]
+        if wrong:
+            k = sorted(wrong)[0]
+            raise CheckpointError(f'{path}: shape mismatch for {len(wrong)} keys, e.g. {k}: checkpoint '
+                                  f'{tuple(state[k].shape)} vs network {tuple(net.state_dict()[k].shape)}.')
+    net.load_state_dict(state, strict=strict)
+    return used
+
+
+def _few(keys, n=5):
+    if not keys:
+        return 'none'
+    more = f' (+{len(keys) - n} more)' if len(keys) > n else ''
+    return ', '.join(keys[:n]) + more

@@ -1,0 +1,56 @@
+"""Device-agnostic versions of BasicSR's Real-ESRGAN training models.
+
+BasicSR 1.4.2's ``RealESRNetModel`` / ``RealESRGANModel`` synthesise the second-order degradation
+batch-wise in ``feed_data`` but build DiffJPEG, USMSharp and the training-pair queue with
+``.cuda()``, so they cannot run on CPU. The classes here reuse all of BasicSR's degradation code
+(``feed_data`` and the queue logic are inherited unchanged) and only create those three things on
+``self.device``. Our real-world KDSR models subclass them; they are also registered so that any
+BasicSR arch can be trained with Real-ESRGAN degradations on CPU or CUDA.
+"""
+import torch
+from basicsr.models.realesrgan_model import RealESRGANModel
+from basicsr.models.realesrnet_model import RealESRNetModel
+from basicsr.models.sr_model import SRModel
+from basicsr.models.srgan_model import SRGANModel
+from basicsr.utils import DiffJPEG, USMSharp
+from basicsr.utils.registry import MODEL_REGISTRY
+
+
+class DegradationOnDeviceMixin:
+    """Creates the JPEG simulator, the USM sharpener and the pair queue on ``self.device``."""
+
+    def _init_degradation_tools(self, opt):
+        self.jpeger = DiffJPEG(differentiable=False).to(self.device)
+        self.usm_sharpener = USMSharp().to(self.device)
+        self.queue_size = opt.get('queue_size', 180)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self):
+        if not hasattr(self, 'queue_lr'):
+            b, c, h, w = self.lq.size()
+            _, c_gt, h_gt, w_gt = self.gt.size()
+            if self.queue_size % b != 0:
+                raise ValueError(f'queue_size {self.queue_size} must be divisible by the batch size {b}: '
+                                 'change queue_size or datasets.train.batch_size_per_gpu.')
+            self.queue_lr = torch.zeros(self.queue_size, c, h, w, device=self.device)
+            self.queue_gt = torch.zeros(self.queue_size, c_gt, h_gt, w_gt, device=self.device)
+            self.queue_ptr = 0
+        super()._dequeue_and_enqueue()
+
+
+@MODEL_REGISTRY.register()
+class DeviceAgnosticRealESRNetModel(DegradationOnDeviceMixin, RealESRNetModel):
+    """RealESRNetModel (L1 stage, second-order degradations) that runs on CPU and CUDA."""
+
+    def __init__(self, opt):
+        SRModel.__init__(self, opt)
+        self._init_degradation_tools(opt)
+
+
+@MODEL_REGISTRY.register()
+class DeviceAgnosticRealESRGANModel(DegradationOnDeviceMixin, RealESRGANModel):
+    """RealESRGANModel (GAN stage, second-order degradations) that runs on CPU and CUDA."""
+
+    def __init__(self, opt):
+        SRGANModel.__init__(self, opt)
+        self._init_degradation_tools(opt)

@@ -1,0 +1,81 @@
+"""Local VGG19 ImageNet weights for BasicSR's ``VGGFeatureExtractor`` (perceptual and distance losses).
+
+BasicSR 1.4.2 downloads VGG19 when ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent.
+The compat module routes that download through :func:`pretrained_vgg`, which reads a local file
+instead, looked up in this order:
+
+1. the path given with :func:`set_vgg19_weights` (models pass ``path.vgg19_weights`` from the YAML);
+2. the environment variable ``KDSR_PDD_VGG19``;
+3. torch's standard cache, ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``.
+
+If none exists, one clear error says which option to set. The file may hold the full torchvision
+state dict or only the ``features.*`` entries (enough for feature extraction; used by tests).
+"""
+import os
+import os.path as osp
+
+import torch
+from torchvision.models import vgg as tv_vgg
+
+VGG19_FILE = 'vgg19-dcbb9e9d.pth'
+_configured_path = None
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Pretrained weights that the user must supply are missing; the message names the option."""
+
+
+def set_vgg19_weights(path):
+    """Use ``path`` for VGG19 ImageNet weights in this process (None keeps the default lookup)."""
+    global _configured_path
+    if path is not None and not osp.isfile(path):
+        raise WeightsNotFoundError(f'path.vgg19_weights = {path!r} does not exist; point it to {VGG19_FILE} '
+                                   '(torchvision VGG19 ImageNet weights).')
+    _configured_path = path
+
+
+def find_vgg19_weights():
+    """Return the local VGG19 weight file, or raise WeightsNotFoundError naming the options."""
+    candidates = [_configured_path, os.environ.get('KDSR_PDD_VGG19'),
+                  osp.join(torch.hub.get_dir(), 'checkpoints', VGG19_FILE)]
+    for path in candidates:
+        if path and osp.isfile(path):
+            return path
+    raise WeightsNotFoundError(
+        f'VGG19 ImageNet weights not found. Set path.vgg19_weights in the option file (or the environment '
+        f'variable KDSR_PDD_VGG19) to a local {VGG19_FILE}, or place it in {osp.dirname(candidates[-1])}. '
+        'Nothing is downloaded.')
+
+
+def load_vgg_state(net, path):
+    """Load a full torchvision VGG state dict, or a features-only one, strictly into ``net``."""
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if all(k.startswith('features.') for k in state):
+        net.features.load_state_dict({k[len('features.'):]: v for k, v in state.items()}, strict=True)
+    else:
+        net.load_state_dict(state, strict=True)
+    return net
+
+
+class _LocalVGGFactory:
+    """Stands in for ``torchvision.models.vgg`` inside basicsr.archs.vgg_arch: ``vgg19(pretrained=True)``
+    reads local weights instead of downloading."""
+
+    def __getattr__(self, name):
+        constructor = getattr(tv_vgg, name)
+        if name != 'vgg19':
+            return constructor
+
+        def build(pretrained=False, **kwargs):
+            net = constructor(weights=None, **kwargs)
+            return load_vgg_state(net, find_vgg19_weights()) if pretrained else net
+
+        return build
+
+
+def random_vgg19_features_file(path, seed=0):
+    """Write a features-only VGG19 state dict with random weights (stand-in for tests and the demo)."""
+    torch.manual_seed(seed)
+    features = tv_vgg.vgg19(weights=None).features
+    torch.save({f'features.{k}': v for k, v in features.state_dict().items()}, path)
+    return path

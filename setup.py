@@ -1,0 +1,31 @@
+"""Distribution of the KDSR / PDD plugin for BasicSR 1.4.2."""
+from setuptools import find_packages, setup
+
+setup(
+    name='kdsr-pdd',
+    version='0.1.0',
+    description='BasicSR plugin: KDSR (ICLR 2023) and PDD (ECCV 2024) knowledge-distillation super-resolution',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['kdsr_pdd', 'kdsr_pdd.*', 'kdsr_arch', 'kdsr_arch.*', 'pdd_model', 'pdd_model.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'basicsr==1.4.2',
+        'torch>=2.0',
+        'torchvision',
+        'lpips',
+        'pywavelets',
+        'pyiqa',
+        'scikit-image',
+        'opencv-python',
+        'pyyaml',
+        'tqdm',
+    ],
+    extras_require={'test': ['pytest', 'scipy', 'onnx', 'onnxruntime']},
+    entry_points={
+        'console_scripts': [
+            'kdsr-pdd-train=kdsr_pdd.train:main',
+            'kdsr-pdd-test=kdsr_pdd.test:main',
+        ],
+    },
+)
