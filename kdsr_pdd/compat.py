@@ -79,8 +79,7 @@ def _save_training_state(self, epoch, current_iter):
 
 def _load_resume_state_on_any_device(opt):
     """basicsr.train.load_resume_state maps storages with ``.cuda()``; map to CPU so resume works everywhere."""
-    from basicsr.utils import scandir
-    from basicsr.utils.options import check_resume
+    from basicsr.utils import check_resume, scandir
 
     resume_state_path = None
     if opt['auto_resume']:
@@ -126,6 +125,17 @@ def _init_dist_any_backend(launcher, backend=None, **kwargs):
         dist_util._init_dist_slurm(backend, **kwargs)
     else:
         raise ValueError(f'--launcher {launcher!r}: use none, pytorch or slurm.')
+
+
+def _contiguous_input(filter2d):
+    """basicsr's filter2D ``.view``s its input, which fails on the non-contiguous tensors DiffJPEG returns."""
+
+    @functools.wraps(filter2d)
+    def wrapper(img, kernel):
+        return filter2d(img.contiguous(), kernel)
+
+    wrapper.__kdsr_pdd_compat__ = True
+    return wrapper
 
 
 def _model_to_device(self, net):
@@ -174,7 +184,10 @@ def apply():
     _alias_functional_tensor()
 
     import basicsr.archs.vgg_arch
+    import basicsr.models.realesrgan_model
+    import basicsr.models.realesrnet_model
     import basicsr.train
+    import basicsr.utils.img_process_util
     import basicsr.utils.dist_util
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
@@ -186,6 +199,9 @@ def apply():
     # VGGFeatureExtractor downloads VGG19 when its one relative path is absent; read local weights instead.
     basicsr.archs.vgg_arch.vgg = _LocalVGGFactory()
     basicsr.train.load_resume_state = _load_resume_state_on_any_device
+    filter2d = _contiguous_input(basicsr.utils.img_process_util.filter2D)
+    for module in (basicsr.utils.img_process_util, basicsr.models.realesrnet_model, basicsr.models.realesrgan_model):
+        module.filter2D = filter2d
     basicsr.utils.dist_util.init_dist = _init_dist_any_backend
     basicsr.utils.options.init_dist = _init_dist_any_backend
     BaseModel.model_to_device = _model_to_device
