@@ -1,0 +1,166 @@
+"""Each mend in kdsr_pdd.compat, tested by the behaviour that plain BasicSR 1.4.2 gets wrong."""
+import os
+import os.path as osp
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+
+import kdsr_pdd  # noqa: F401  (applies the mends)
+from kdsr_pdd import compat
+
+
+def test_basicsr_degradations_import_with_current_torchvision():
+    import basicsr.data.degradations as degradations
+    import torchvision.transforms._functional_tensor as private
+
+    assert degradations.rgb_to_grayscale is private.rgb_to_grayscale
+
+
+def test_filter2d_accepts_non_contiguous_input():
+    from basicsr.models import realesrnet_model
+    from basicsr.utils.img_process_util import filter2D
+
+    img = torch.rand(2, 3, 9, 11).transpose(2, 3)  # non-contiguous, as DiffJPEG returns
+    kernel = torch.zeros(2, 3, 3)
+    kernel[:, 1, 1] = 1  # identity kernel
+    assert not img.is_contiguous()
+    torch.testing.assert_close(realesrnet_model.filter2D(img, kernel), img, rtol=0, atol=1e-6)
+    assert filter2D is realesrnet_model.filter2D
+
+
+def _minimal_sr_opt(tmp_path, train=True, **train_extra):
+    opt = {
+        'name': 'compat', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'dist': False, 'rank': 0,
+        'world_size': 1, 'is_train': train,
+        'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'models': str(tmp_path),
+                 'training_states': str(tmp_path)},
+        'train': {
+            'ema_decay': 0,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+            **train_extra,
+        },
+    }
+    return opt
+
+
+def test_building_a_model_leaves_the_options_intact(tmp_path):
+    from basicsr.models.sr_model import SRModel
+
+    opt = _minimal_sr_opt(tmp_path)
+    SRModel(opt)
+    assert opt['train']['optim_g']['type'] == 'Adam'
+    assert opt['train']['scheduler']['type'] == 'MultiStepLR'
+    second = SRModel(opt)  # 1.4.2: KeyError 'type'
+    assert len(second.schedulers) == 1
+
+
+def test_any_torch_optimizer_by_name(tmp_path):
+    from basicsr.models.sr_model import SRModel
+
+    model = SRModel(_minimal_sr_opt(tmp_path))
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert type(model.get_optimizer('AdamW', params, 1e-3, weight_decay=0.01)) is torch.optim.AdamW
+    with pytest.raises(ValueError, match='optim_.*Adamm'):
+        model.get_optimizer('Adamm', params, 1e-3)
+
+
+def test_checkpoints_written_atomically_and_errors_raised(tmp_path, monkeypatch):
+    from basicsr.models.sr_model import SRModel
+
+    model = SRModel(_minimal_sr_opt(tmp_path))
+    model.save_network(model.net_g, 'net_g', 5)
+    target = tmp_path / 'net_g_5.pth'
+    before = target.read_bytes()
+    assert set(torch.load(target, weights_only=True)) == {'params'}
+
+    real_save = torch.save
+
+    def failing_save(obj, f):
+        real_save({'partial': torch.zeros(1)}, f)
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', failing_save)
+    with pytest.raises(OSError, match='disk full'):  # 1.4.2 logs a warning and goes on
+        model.save_network(model.net_g, 'net_g', 5)
+    with pytest.raises(OSError, match='disk full'):
+        model.save_training_state(0, 5)
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ['net_g_5.pth']  # no temp file, no truncated state
+
+
+def test_resume_state_loads_on_cpu(tmp_path, monkeypatch):
+    import basicsr.train
+
+    monkeypatch.chdir(tmp_path)
+    states = tmp_path / 'experiments' / 'exp' / 'training_states'
+    states.mkdir(parents=True)
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([param])
+    param.grad = torch.ones(3)
+    optimizer.step()
+    from basicsr.models.lr_scheduler import MultiStepRestartLR
+    scheduler = MultiStepRestartLR(optimizer, milestones=[4, 8])
+    for it in (2, 10):
+        compat.atomic_torch_save({'epoch': 0, 'iter': it, 'optimizers': [optimizer.state_dict()],
+                                  'schedulers': [scheduler.state_dict()]}, states / f'{it}.state')
+    opt = {'name': 'exp', 'auto_resume': True, 'network_g': {}, 'path': {'models': 'experiments/exp/models'}}
+    state = basicsr.train.load_resume_state(opt)  # 1.4.2: storage.cuda() fails without a GPU
+    assert state['iter'] == 10
+    assert state['optimizers'][0]['state'][0]['exp_avg'].device.type == 'cpu'
+    assert isinstance(state['schedulers'][0]['milestones'], Counter)
+    assert opt['path']['pretrain_network_g'] == osp.join('experiments/exp/models', 'net_g_10.pth')
+
+    opt = {'name': 'exp', 'auto_resume': False, 'path': {'resume_state': 'missing.state'}}
+    with pytest.raises(FileNotFoundError, match='path.resume_state'):
+        basicsr.train.load_resume_state(opt)
+
+
+def test_init_dist_uses_gloo_without_cuda(tmp_path):
+    script = (
+        'import kdsr_pdd, torch.distributed as dist\n'
+        'from basicsr.utils.options import init_dist\n'
+        'init_dist("pytorch")\n'
+        'print(dist.get_backend(), dist.get_world_size())\n'
+    )
+    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(_free_port()), CUDA_VISIBLE_DEVICES='')
+    out = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['gloo', '1']
+
+
+def test_vgg_feature_extractor_reads_local_weights_and_never_downloads(tmp_path, monkeypatch):
+    from basicsr.archs.vgg_arch import VGGFeatureExtractor
+
+    from kdsr_pdd import vgg
+
+    monkeypatch.chdir(tmp_path)  # no experiments/pretrained_models here
+    monkeypatch.delenv('KDSR_PDD_VGG19', raising=False)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'empty_cache'))
+    monkeypatch.setattr(vgg, '_configured_path', None)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError('tried to download')
+
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', no_download)
+    with pytest.raises(vgg.WeightsNotFoundError, match='path.vgg19_weights'):
+        VGGFeatureExtractor(['conv1_2'])
+
+    weights = vgg.random_vgg19_features_file(tmp_path / 'vgg19_random.pth', seed=3)
+    vgg.set_vgg19_weights(str(weights))
+    extractor = VGGFeatureExtractor(['conv1_2'], vgg_type='vgg19')
+    expected = torch.load(weights, weights_only=True)['features.0.weight']
+    assert torch.equal(extractor.vgg_net[0].weight, expected)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
