@@ -17,12 +17,32 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 
 class DegradationOnDeviceMixin:
-    """Creates the JPEG simulator, the USM sharpener and the pair queue on ``self.device``."""
+    """Creates the JPEG simulator, the USM sharpener and the pair queue on ``self.device``.
+
+    Option ``pre_degradation_crop`` (int, default off): BasicSR's Real-ESRGAN dataset always yields
+    400x400 crops, and synthesising the degradation at that size dominates a CPU step. With this
+    option set, one random window of that size (>= gt_size) is cut from the batch before synthesis;
+    the degradation itself is unchanged (its operations are local; resizes are relative).
+    """
 
     def _init_degradation_tools(self, opt):
         self.jpeger = DiffJPEG(differentiable=False).to(self.device)
         self.usm_sharpener = USMSharp().to(self.device)
         self.queue_size = opt.get('queue_size', 180)
+
+    @torch.no_grad()
+    def feed_data(self, data):
+        size = self.opt.get('pre_degradation_crop')
+        if self.is_train and size and 'kernel1' in data:
+            gt_size = self.opt['gt_size']
+            if size < gt_size:
+                raise ValueError(f'pre_degradation_crop ({size}) must be >= gt_size ({gt_size}).')
+            h, w = data['gt'].shape[-2:]
+            if h > size or w > size:
+                top = int(torch.randint(0, max(h - size, 0) + 1, ()))
+                left = int(torch.randint(0, max(w - size, 0) + 1, ()))
+                data = dict(data, gt=data['gt'][..., top:top + size, left:left + size])
+        super().feed_data(data)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self):
