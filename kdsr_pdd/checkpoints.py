@@ -1,14 +1,21 @@
 """Reading network weights from the checkpoint formats users already have.
 
 Accepted containers: BasicSR / Real-ESRGAN files (``{'params_ema': ..., 'params': ...}``), and raw
-state dicts (KDSR classic releases, BSRGAN). A leading ``module.`` (DDP/DP) is stripped. Loading is
+state dicts (KDSR classic releases, BSRGAN). A leading ``module.`` (DDP/DP) is stripped and ESRGAN/BSRGAN
+layer names (``RRDB_trunk.*``, ``trunk_conv``, ``upconv*``, ``HRconv``) become BasicSR RRDBNet names. Loading is
 strict by default, and a mismatch names the missing and unexpected keys.
 """
 import os.path as osp
+import re
 
 import torch
 
 DEFAULT_KEY_ORDER = ('params_ema', 'params')
+
+# BSRGAN (and the original ESRGAN) name RRDBNet's layers differently; the maths is BasicSR's RRDBNet.
+_ESRGAN_TO_BASICSR = ((re.compile(r'^RRDB_trunk\.(\d+)\.RDB(\d)\.'), r'body.\1.rdb\2.'),
+                      (re.compile(r'^trunk_conv\.'), 'conv_body.'), (re.compile(r'^upconv(\d)\.'), r'conv_up\1.'),
+                      (re.compile(r'^HRconv\.'), 'conv_hr.'))
 
 
 class CheckpointError(ValueError):
@@ -33,8 +40,14 @@ def read_state_dict(path, param_key=None):
             break
     else:
         state, used = checkpoint, None
-    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
-    return state, used
+    return {_basicsr_name(k): v for k, v in state.items()}, used
+
+
+def _basicsr_name(key):
+    key = key[7:] if key.startswith('module.') else key
+    for pattern, replacement in _ESRGAN_TO_BASICSR:
+        key = pattern.sub(replacement, key)
+    return key
 
 
 def load_weights(net, path, param_key=None, strict=True):

@@ -104,6 +104,19 @@ def _load_resume_state_on_any_device(opt):
     return resume_state
 
 
+_OUTPUT_FOLDERS = ('models', 'training_states', 'log', 'visualization')
+
+
+def _make_output_dirs(opt):
+    """make_exp_dirs makedirs() every other path option, so file options (weights) crash; make only output folders."""
+    from basicsr.utils.misc import mkdir_and_rename
+
+    mkdir_and_rename(opt['path']['experiments_root' if opt['is_train'] else 'results_root'])
+    for key in _OUTPUT_FOLDERS:
+        if opt['path'].get(key):
+            os.makedirs(opt['path'][key], exist_ok=True)
+
+
 def _init_dist_any_backend(launcher, backend=None, **kwargs):
     """basicsr's init_dist divides by the CUDA device count and defaults to nccl; use gloo without CUDA."""
     import torch.distributed as dist
@@ -186,9 +199,12 @@ def apply():
     import basicsr.archs.vgg_arch
     import basicsr.models.realesrgan_model
     import basicsr.models.realesrnet_model
+    import basicsr.test
     import basicsr.train
-    import basicsr.utils.img_process_util
+    import basicsr.utils
     import basicsr.utils.dist_util
+    import basicsr.utils.img_process_util
+    import basicsr.utils.misc
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     from basicsr.models.sr_model import SRModel
@@ -199,6 +215,8 @@ def apply():
     # VGGFeatureExtractor downloads VGG19 when its one relative path is absent; read local weights instead.
     basicsr.archs.vgg_arch.vgg = _LocalVGGFactory()
     basicsr.train.load_resume_state = _load_resume_state_on_any_device
+    for module in (basicsr.utils, basicsr.utils.misc, basicsr.train, basicsr.test):
+        module.make_exp_dirs = _make_output_dirs
     filter2d = _contiguous_input(basicsr.utils.img_process_util.filter2D)
     for module in (basicsr.utils.img_process_util, basicsr.models.realesrnet_model, basicsr.models.realesrgan_model):
         module.filter2D = filter2d

@@ -67,8 +67,10 @@ class _LocalVGGFactory:
             return constructor
 
         def build(pretrained=False, **kwargs):
-            net = constructor(weights=None, **kwargs)
-            return load_vgg_state(net, find_vgg19_weights()) if pretrained else net
+            if not pretrained:
+                return constructor(weights=None, **kwargs)
+            net = constructor(weights=None, init_weights=False, **kwargs)  # overwritten right away
+            return load_vgg_state(net, find_vgg19_weights())
 
         return build
 

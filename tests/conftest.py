@@ -7,6 +7,8 @@ import sys
 import pytest
 import yaml
 
+import kdsr_pdd  # noqa: F401  (BasicSR mends before any test imports basicsr)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

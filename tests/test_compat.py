@@ -164,3 +164,18 @@ def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def test_experiment_folders_ignore_file_options(tmp_path):
+    from basicsr.utils import make_exp_dirs
+
+    weights = tmp_path / 'vgg19.pth'
+    weights.write_bytes(b'x')
+    root = tmp_path / 'experiments' / 'exp'
+    opt = {'is_train': True, 'path': {
+        'experiments_root': str(root), 'models': str(root / 'models'), 'training_states': str(root / 'states'),
+        'log': str(root), 'visualization': str(root / 'vis'), 'vgg19_weights': str(weights),
+        'pretrain_teacher': str(weights), 'resume_state': None}}
+    make_exp_dirs(opt)  # 1.4.2: FileExistsError on vgg19_weights / pretrain_teacher
+    assert sorted(p.name for p in root.iterdir()) == ['models', 'states', 'vis']
+    assert weights.read_bytes() == b'x'
