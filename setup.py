@@ -26,6 +26,7 @@ setup(
         'console_scripts': [
             'kdsr-pdd-train=kdsr_pdd.train:main',
             'kdsr-pdd-test=kdsr_pdd.test:main',
+            'kdsr-pdd-infer=kdsr_pdd.infer:main',
         ],
     },
 )
