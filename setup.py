@@ -15,7 +15,7 @@ setup(
         'torchvision',
         'lpips',
         'pywavelets',
-        'pyiqa',
+        'pyiqa==0.1.16',  # kdsr_pdd.metrics relies on its LPIPS/DISTS backbone loading and NRQM layout
         'scikit-image',
         'opencv-python',
         'pyyaml',

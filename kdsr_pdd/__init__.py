@@ -11,5 +11,6 @@ compat.apply()
 import kdsr_arch  # noqa: E402,F401  (registers KDSR components)
 import pdd_model  # noqa: E402,F401  (registers PDD components)
 from kdsr_pdd import realesrgan_bases  # noqa: E402,F401
+from kdsr_pdd import metrics  # noqa: E402,F401  (registers pyiqa metrics)
 
 __version__ = '0.1.0'
