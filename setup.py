@@ -18,6 +18,7 @@ setup(
         'pyiqa==0.1.16',  # kdsr_pdd.metrics relies on its LPIPS/DISTS backbone loading and NRQM layout
         'scikit-image',
         'opencv-python',
+        'matplotlib',
         'pyyaml',
         'tqdm',
     ],
@@ -27,6 +28,11 @@ setup(
             'kdsr-pdd-train=kdsr_pdd.train:main',
             'kdsr-pdd-test=kdsr_pdd.test:main',
             'kdsr-pdd-infer=kdsr_pdd.infer:main',
+            'kdsr-pdd-report=kdsr_pdd.report:main',
+            'kdsr-pdd-export=kdsr_pdd.export:main',
+            'kdsr-pdd-benchmarks=kdsr_pdd.benchmarks:main',
+            'kdsr-pdd-tables=kdsr_pdd.tables:main',
+            'kdsr-pdd-figures=kdsr_pdd.figures:main',
         ],
     },
 )

@@ -371,7 +371,7 @@ class KDSRHRDataset(data.Dataset):
         return len(self.paths)
 
 
-def _read_hr_images(hr_dir, scale):
+def read_hr_images(hr_dir, scale):
     """Yield (png file name, HR uint8 BGR image cropped to a multiple of ``scale``), sorted by name."""
     if not osp.isdir(hr_dir):
         raise ValueError(f'HR folder not found: {hr_dir}')
@@ -389,7 +389,7 @@ def _write_benchmark(hr_dir, out_root, scale, settings, device):
     """Write ``out_root/HR`` and one LR folder per ``(folder name, kernel [1,k,k], noise or None, seed)``."""
     lr_dirs = [osp.join(out_root, name) for name, *_ in settings]
     generators = [torch.Generator(device).manual_seed(seed) for *_, seed in settings]
-    for name, hr in _read_hr_images(hr_dir, scale):
+    for name, hr in read_hr_images(hr_dir, scale):
         imwrite(hr, osp.join(out_root, 'HR', name))
         x = img2tensor(hr.astype(np.float32) / 255., bgr2rgb=True).unsqueeze(0).to(device)
         for lr_dir, generator, (_, kernel, noise, _) in zip(lr_dirs, generators, settings):
