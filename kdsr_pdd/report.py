@@ -1,0 +1,349 @@
+"""Model report: ``python -m kdsr_pdd.report [--options-glob GLOB] [--lr-size HxW] [--out report.md] ...``.
+
+Every distinct network configured in the option files (sections ``network_g``, ``teacher_network`` and
+``reference_network``) becomes one row of a markdown table: parameters (total and trainable), MACs,
+latency and peak memory at one LR input size (default 180x320, the size of the papers' tables: x4 gives
+a 720x1280 output). Two sections are the same network when their type and keyword arguments, with the
+arch's defaults filled in, are equal; a row lists every option file (and section, when not
+``network_g``) that configures it.
+
+Conventions:
+
+* MACs = FLOPs / 2 from :class:`torch.utils.flop_counter.FlopCounterMode`, which counts convolutions and
+  matrix products (a conv: ``C_out * H_out * W_out * C_in / groups * k_h * k_w`` MACs; bias additions,
+  activations and other element-wise work are not counted). The network and its input are built on the
+  ``meta`` device, so counting costs no memory and no arithmetic at any input size.
+* Latency: batch 1, float32, random weights and input, ``torch.inference_mode``; the median of
+  ``--repeats`` runs after ``--warmup`` runs; on CUDA each run is bracketed by ``torch.cuda.synchronize``.
+* Peak memory: the memory the network, its input and the runs need above what the process held before.
+  On CUDA ``torch.cuda.max_memory_allocated`` (after resetting the peak); on CPU the peak resident set
+  size (``VmHWM`` of ``/proc/self/status``, reset through ``/proc/self/clear_refs``) minus the resident
+  size before the network was built, which includes allocator overhead. Where that cannot be read
+  (not Linux) the cell is '—'.
+* KDSR teachers (``forward(lq, gt)``) are fed a random HR of ``scale`` times the LR size as well.
+
+Large networks at 180x320 take seconds per run on a CPU: ``--lr-size`` reduces the size (the table
+header states the size used) and ``--no-latency`` keeps only the counts, which need no real compute.
+"""
+import argparse
+import ctypes
+import gc
+import glob
+import inspect
+import os.path as osp
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch.utils.flop_counter import FlopCounterMode
+
+from kdsr_pdd.infer import network_scale
+
+SECTIONS = ('network_g', 'teacher_network', 'reference_network')
+UNAVAILABLE = '—'
+
+
+class ReportError(ValueError):
+    """An option file, network section or command-line value that cannot be reported; the message says which."""
+
+
+@dataclass
+class Variant:
+    """One distinct network: its section as first written (``type`` + keyword arguments) and where it occurs.
+
+    ``sources`` maps an option file's stem to the sections of that file that configure this network.
+    """
+    network_opt: dict
+    sources: dict = field(default_factory=dict)
+
+    @property
+    def where(self):
+        return ', '.join(stem if sections == ['network_g'] else f'{stem} ({", ".join(sections)})'
+                         for stem, sections in self.sources.items())
+
+    @property
+    def label(self):
+        kwargs = ', '.join(f'{k}={v}' for k, v in self.network_opt.items() if k != 'type')
+        return f'{self.network_opt["type"]}({kwargs})'
+
+
+# ------------------------------------------------------------------------------------- option files
+def _arch_class(network_opt, where):
+    if not isinstance(network_opt, dict) or 'type' not in network_opt:
+        raise ReportError(f'{where}: expected a mapping with a type.')
+    try:
+        return ARCH_REGISTRY.get(network_opt['type'])
+    except KeyError as err:
+        raise ReportError(f'{where}: network type {network_opt["type"]!r} is not a registered arch.') from err
+
+
+def canonical_key(network_opt, where):
+    """The identity of a network section: its type and all constructor arguments, defaults filled in."""
+    cls = _arch_class(network_opt, where)
+    kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
+    try:
+        bound = inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        raise ReportError(f'{where}: bad arguments for {network_opt["type"]}: {err}') from err
+    bound.apply_defaults()
+    return network_opt['type'], tuple(sorted((k, repr(v)) for k, v in bound.arguments.items()))
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            opt = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as err:
+        raise ReportError(f'{path}: cannot read it as YAML ({err}).') from err
+    if not isinstance(opt, dict):
+        raise ReportError(f'{path}: expected a mapping of options at the top level.')
+    return opt
+
+
+def collect_variants(paths):
+    """Distinct networks of the option files ``paths``, in order of first appearance (see the module doc)."""
+    variants = {}
+    for path in paths:
+        opt = _read_yaml(path)
+        stem = osp.splitext(osp.basename(path))[0]
+        for section in SECTIONS:
+            if opt.get(section) is None:
+                continue
+            key = canonical_key(opt[section], f'{path}: {section}')
+            variant = variants.setdefault(key, Variant(dict(opt[section])))
+            variant.sources.setdefault(stem, []).append(section)
+    return list(variants.values())
+
+
+# --------------------------------------------------------------------------------------- measures
+def build_network(network_opt, device):
+    """Instantiate ``network_opt`` (type + keyword arguments) on ``device`` ('meta' allocates nothing)."""
+    kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
+    with torch.device(device):
+        net = _arch_class(network_opt, 'network')(**kwargs)
+    return net.eval()
+
+
+def example_inputs(net, network_opt, lr_size, device):
+    """Random inputs for ``net.forward``: ``(lq,)``, or ``(lq, gt)`` for a network whose forward takes the HR too."""
+    required = [p for p in inspect.signature(net.forward).parameters.values()
+                if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    h, w = lr_size
+    lq = torch.rand(1, network_opt.get('num_in_ch', 3), h, w, device=device)
+    if len(required) == 1:
+        return (lq, )
+    if len(required) == 2:
+        scale = network_scale(net)
+        return lq, torch.rand(1, 3, scale * h, scale * w, device=device)
+    raise ReportError(f'{network_opt["type"]}.forward takes {len(required)} inputs; only (lq) and (lq, gt) are known.')
+
+
+def count_parameters(net):
+    """``(total, trainable)`` parameter counts."""
+    return (sum(p.numel() for p in net.parameters()),
+            sum(p.numel() for p in net.parameters() if p.requires_grad))
+
+
+def count_macs(net, inputs):
+    """Multiply-accumulates of one forward (FLOPs / 2 of :class:`FlopCounterMode`); cheap on meta tensors."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def _proc_status_kib(field_name):
+    with open('/proc/self/status', encoding='ascii') as f:
+        return int(re.search(rf'^{field_name}:\s+(\d+) kB', f.read(), re.MULTILINE).group(1))
+
+
+def _release_freed_memory():
+    """Hand memory that Python and glibc's malloc keep after frees back to the system (no-op elsewhere)."""
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class _CPUPeakMemory:
+    """Peak resident memory above the level at entry, in bytes (None where /proc cannot be used).
+
+    Memory freed earlier (e.g. by a previous network) is released first; otherwise the allocator would
+    reuse its already-resident pages and the increase would be understated.
+    """
+
+    def __enter__(self):
+        _release_freed_memory()
+        try:
+            self.start = _proc_status_kib('VmRSS')
+            with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+                f.write('5')  # resets VmHWM to the current resident size (Linux >= 4.0)
+        except (OSError, AttributeError):
+            self.start = None
+        self.peak = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.start is not None:
+            self.peak = (_proc_status_kib('VmHWM') - self.start) * 1024
+
+
+class _CUDAPeakMemory:
+    """Peak CUDA memory allocated above the level at entry, in bytes."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def __enter__(self):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.start = torch.cuda.memory_allocated(self.device)
+        self.peak = None
+        return self
+
+    def __exit__(self, *exc):
+        self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
+
+
+def measure_latency(network_opt, lr_size, device, repeats=5, warmup=1):
+    """``(median seconds of one forward, peak memory in bytes or None)``; see the module docstring."""
+    device = torch.device(device)
+    cuda = device.type == 'cuda'
+    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    with (_CUDAPeakMemory(device) if cuda else _CPUPeakMemory()) as memory:
+        net = build_network(network_opt, device)
+        inputs = example_inputs(net, network_opt, lr_size, device)
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                sync()
+                start = time.perf_counter()
+                net(*inputs)
+                sync()
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+        del net, inputs
+    return statistics.median(times), memory.peak
+
+
+# ------------------------------------------------------------------------------------------ table
+@dataclass
+class Row:
+    """One line of the report."""
+    variant: Variant
+    params: int
+    trainable: int
+    macs: int
+    latency_s: float = None
+    peak_bytes: int = None
+
+
+def measure(variant, lr_size, device=None, repeats=5, warmup=1):
+    """The :class:`Row` of ``variant``: counts on the meta device, latency on ``device`` unless None."""
+    try:
+        net = build_network(variant.network_opt, 'meta')
+        params, trainable = count_parameters(net)
+        macs = count_macs(net, example_inputs(net, variant.network_opt, lr_size, 'meta'))
+        row = Row(variant, params, trainable, macs)
+        if device is not None:
+            row.latency_s, row.peak_bytes = measure_latency(variant.network_opt, lr_size, device, repeats, warmup)
+    except RuntimeError as err:
+        raise ReportError(f'{variant.label} fails at LR {lr_size[0]}x{lr_size[1]} '
+                          f'(configured in {variant.where}): {err}') from err
+    return row
+
+
+def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
+    """The markdown report of ``rows`` (device None: counts only; scale: the factor they were filtered by)."""
+    h, w = lr_size
+    lines = [f'## Model report: LR input 1x3x{h}x{w}', '']
+    if scale:
+        lines.append(f'- Networks at x{scale} only (--scale 0 for all).')
+    lines += [('- MACs: torch.utils.flop_counter on the meta device, FLOPs / 2 (convolutions and matrix products; '
+              'bias, activations and element-wise operations not counted).'),
+             '- Teachers are fed a random HR (gt) of scale x the LR size as well.']
+    columns = ['#', 'configured in', 'network', 'params', 'trainable', f'MACs (G) @ {h}x{w}']
+    if device is not None:
+        memory = ('peak CUDA memory allocated above the level before the network was built'
+                  if torch.device(device).type == 'cuda' else
+                  'peak resident memory (VmHWM) above the resident size before the network was built')
+        lines += [f'- Latency: median of {repeats} runs after {warmup} warm-up, batch 1, float32, {device}, '
+                  'torch.inference_mode' + (', synchronised' if torch.device(device).type == 'cuda' else '') + '.',
+                  f'- Peak memory: {memory} (network, input and the runs).']
+        columns += [f'latency (ms) @ {h}x{w}', 'peak memory (MiB)']
+    lines += ['', '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    for i, row in enumerate(rows, 1):
+        cells = [str(i), row.variant.where, f'`{row.variant.label}`', f'{row.params:,}',
+                 f'{row.trainable:,}', f'{row.macs / 1e9:.2f}']
+        if device is not None:
+            peak = UNAVAILABLE if row.peak_bytes is None else f'{row.peak_bytes / 2**20:.0f}'
+            cells += [f'{row.latency_s * 1e3:.1f}', peak]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def _size(text):
+    match = re.fullmatch(r'(\d+)x(\d+)', text)
+    if not match or 0 in (int(match.group(1)), int(match.group(2))):
+        raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 180x320, got {text!r}')
+    return int(match.group(1)), int(match.group(2))
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.report', description=__doc__.split('\n')[0])
+    parser.add_argument('--options-glob', default='options/**/*.yml',
+                        help='option files to read (recursive glob; default %(default)s)')
+    parser.add_argument('--lr-size', type=_size, default=(180, 320), help='LR input HEIGHTxWIDTH (default 180x320)')
+    parser.add_argument('--scale', type=int, default=4,
+                        help='report only networks with this upscaling factor; 0 for all (default %(default)s)')
+    parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto (default %(default)s)')
+    parser.add_argument('--repeats', type=_positive, default=5, help='timed runs per network (default %(default)s)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (default %(default)s)')
+    parser.add_argument('--no-latency', action='store_true', help='parameters and MACs only (no real compute)')
+    parser.add_argument('--out', help='also write the markdown report to this file')
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    device = None
+    if not args.no_latency:
+        device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
+    try:
+        paths = sorted(glob.glob(args.options_glob, recursive=True))
+        if not paths:
+            raise ReportError(f'--options-glob {args.options_glob!r} matches no file.')
+        variants = collect_variants(paths)
+        if args.scale:
+            variants = [v for v in variants if network_scale(build_network(v.network_opt, 'meta')) == args.scale]
+        if not variants:
+            raise ReportError(f'no network section with scale {args.scale} in {len(paths)} option files '
+                              f'({", ".join(SECTIONS)}).')
+        if device is not None:  # one small untimed run: one-time runtime set-up must not land on row 1
+            measure(variants[0], tuple(min(n, 16) for n in args.lr_size), device, repeats=1, warmup=0)
+        rows = [measure(v, args.lr_size, device, args.repeats, args.warmup) for v in variants]
+    except ValueError as err:  # ReportError, and InferError from network_scale
+        sys.exit(f'error: {err}')
+    report = format_table(rows, args.lr_size, device, args.repeats, args.warmup, args.scale)
+    print(report, end='')
+    if args.out:
+        with open(args.out, 'w', encoding='utf-8') as f:
+            f.write(report)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
