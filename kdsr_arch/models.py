@@ -85,8 +85,6 @@ def check_train_options(opt):
         missing = [key for key in required if key not in opt]
         if missing:
             raise ValueError(f'degradation realesrgan needs the top-level options {missing} (see Real-ESRGAN x4plus)')
-        if stage != 'gan' and opt.get('pre_degradation_crop'):
-            raise ValueError(f'pre_degradation_crop is only supported by train.stage gan, not {stage}')
     if train_opt.get('encoder_warmup_iters', 0) > 0:
         if stage != 'student':
             raise ValueError(f'train.encoder_warmup_iters is only used by train.stage student, not {stage}')
@@ -113,8 +111,7 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
     KDSRTeacher in eval mode, run under no_grad) gives the 4C IDR [B,4C] that the student's encoder
     learns to reproduce. Real-world L1 stages synthesise LR like BasicSR's RealESRNetModel (from the HR,
     ``gt_usm`` sharpening it first); the GAN stage like RealESRGANModel (from the sharpened HR, targets
-    chosen by ``l1_gt_usm`` / ``percep_gt_usm`` / ``gan_gt_usm``, default false; ``pre_degradation_crop``
-    applies here only). The teacher always sees ``self.gt``, the HR it was trained with.
+    chosen by ``l1_gt_usm`` / ``percep_gt_usm`` / ``gan_gt_usm``, default false). The teacher always sees ``self.gt``, the HR it was trained with.
     """
 
     def __init__(self, opt):
@@ -213,17 +210,9 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
             self.gt = data['gt'].to(self.device)
             self.lq = self.classic_degradation(self.gt).contiguous()
         elif self.is_train and self.degradation == 'realesrgan' and self.stage != 'gan':
-            RealESRNetModel.feed_data(self, data)
+            RealESRNetModel.feed_data(self, self.crop_before_degradation(data))
         else:  # the GAN stage's synthesis (after the optional pre_degradation_crop), or paired LQ / GT
             super().feed_data(data)
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        # Paired data only; restore is_train afterwards (BasicSR's version sets it True, even when testing).
-        is_train, self.is_train = self.is_train, False
-        try:
-            SRModel.nondist_validation(self, dataloader, current_iter, tb_logger, save_img)
-        finally:
-            self.is_train = is_train
 
     # ------------------------------------------------------------------ training
     def _store_student_idr(self, module, inputs, outputs):

@@ -19,7 +19,7 @@ def _walk_paths(opt):
     """Yield (dotted option name, path) for every data root, meta-info file and pretrained checkpoint."""
     for phase, dataset in (opt.get('datasets') or {}).items():
         for key, value in (dataset or {}).items():
-            if (key.startswith('dataroot') or key == 'meta_info_file') and isinstance(value, str):
+            if (key.startswith('dataroot') or key in ('meta_info', 'meta_info_file')) and isinstance(value, str):
                 yield f'datasets.{phase}.{key}', value
     for key, value in (opt.get('path') or {}).items():
         if (key.startswith('pretrain_') or key == 'vgg19_weights') and isinstance(value, str):

@@ -54,7 +54,9 @@ def _bare_state_dict(net):
 
 
 def _save_network(self, net, net_label, current_iter, param_key='params'):
-    """BaseModel.save_network, written atomically and raising on failure (1.4.2 silently skips)."""
+    """BaseModel.save_network (rank 0 only), written atomically and raising on failure (1.4.2 silently skips)."""
+    if self.opt.get('rank', 0) != 0:
+        return
     label = 'latest' if current_iter == -1 else current_iter
     nets = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
@@ -65,8 +67,8 @@ def _save_network(self, net, net_label, current_iter, param_key='params'):
 
 
 def _save_training_state(self, epoch, current_iter):
-    """BaseModel.save_training_state, written atomically and raising on failure."""
-    if current_iter == -1:
+    """BaseModel.save_training_state (rank 0 only), written atomically and raising on failure."""
+    if current_iter == -1 or self.opt.get('rank', 0) != 0:
         return
     state = {
         'epoch': epoch,

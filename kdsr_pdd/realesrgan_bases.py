@@ -30,19 +30,30 @@ class DegradationOnDeviceMixin:
         self.usm_sharpener = USMSharp().to(self.device)
         self.queue_size = opt.get('queue_size', 180)
 
+    def crop_before_degradation(self, data):
+        """Apply ``pre_degradation_crop`` to a training batch (returns the batch unchanged when off)."""
+        size = self.opt.get('pre_degradation_crop')
+        if not (self.is_train and size and 'kernel1' in data):
+            return data
+        if size < self.opt['gt_size']:
+            raise ValueError(f'pre_degradation_crop ({size}) must be >= gt_size ({self.opt["gt_size"]}).')
+        h, w = data['gt'].shape[-2:]
+        top = int(torch.randint(0, max(h - size, 0) + 1, ()))
+        left = int(torch.randint(0, max(w - size, 0) + 1, ()))
+        return dict(data, gt=data['gt'][..., top:top + size, left:left + size])
+
     @torch.no_grad()
     def feed_data(self, data):
-        size = self.opt.get('pre_degradation_crop')
-        if self.is_train and size and 'kernel1' in data:
-            gt_size = self.opt['gt_size']
-            if size < gt_size:
-                raise ValueError(f'pre_degradation_crop ({size}) must be >= gt_size ({gt_size}).')
-            h, w = data['gt'].shape[-2:]
-            if h > size or w > size:
-                top = int(torch.randint(0, max(h - size, 0) + 1, ()))
-                left = int(torch.randint(0, max(w - size, 0) + 1, ()))
-                data = dict(data, gt=data['gt'][..., top:top + size, left:left + size])
-        super().feed_data(data)
+        super().feed_data(self.crop_before_degradation(data))
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """Validate on paired data. BasicSR's Real-ESRGAN models set ``is_train = True`` afterwards, even
+        in a test run, so a second test set went through the training synthesis; restore the flag."""
+        is_train, self.is_train = self.is_train, False
+        try:
+            SRModel.nondist_validation(self, dataloader, current_iter, tb_logger, save_img)
+        finally:
+            self.is_train = is_train
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self):

@@ -179,3 +179,24 @@ def test_experiment_folders_ignore_file_options(tmp_path):
     make_exp_dirs(opt)  # 1.4.2: FileExistsError on vgg19_weights / pretrain_teacher
     assert sorted(p.name for p in root.iterdir()) == ['models', 'states', 'vis']
     assert weights.read_bytes() == b'x'
+
+
+def test_device_agnostic_realesrnet_validates_several_sets_in_a_test_run(demo_root, tmp_path):
+    from basicsr.data import build_dataloader, build_dataset
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    opt = {'name': 'val', 'model_type': 'DeviceAgnosticRealESRNetModel', 'scale': 4, 'num_gpu': 0, 'dist': False,
+           'rank': 0, 'is_train': False,
+           'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 4},
+           'path': {'pretrain_network_g': None, 'visualization': str(tmp_path)},
+           'val': {'save_img': False, 'suffix': None,
+                   'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4}}}}
+    model = MODEL_REGISTRY.get('DeviceAgnosticRealESRNetModel')(opt)
+    assert all(t.device.type == 'cpu' for t in model.jpeger.state_dict().values())  # 1.4.2: .cuda()
+    dataset_opt = {'name': 'a', 'type': 'PairedImageDataset', 'dataroot_gt': f'{demo_root}/real/val/hr',
+                   'dataroot_lq': f'{demo_root}/real/val/lr', 'io_backend': {'type': 'disk'}, 'phase': 'test',
+                   'scale': 4}
+    loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False)
+    for _ in range(2):  # 1.4.2 leaves is_train True after the first: KeyError 'kernel1' on the second
+        model.validation(loader, 0, None, False)
+    assert model.is_train is False and 0 < model.metric_results['psnr'] < 100

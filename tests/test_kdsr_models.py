@@ -257,8 +257,6 @@ def test_classic_feed_data_synthesises_quantised_lr_and_validation_is_paired(dat
     (lambda o: o['classic_degradation'].update(blur='iso'), 'classic_degradation'),
     (lambda o: o['train'].update(encoder_warmup_iters=5), 'encoder_warmup_iters'),
     (lambda o: o['train'].update(stage='gan', kd_opt=dict(KD), gan_opt={'type': 'GANLoss'}), 'realesrgan'),
-    (lambda o: o.update(degradation='realesrgan', **REALESRGAN_DEGRADATION, gt_usm=False, pre_degradation_crop=64),
-     'pre_degradation_crop'),
     (lambda o: o.update(degradation='realesrgan', **REALESRGAN_DEGRADATION), 'gt_usm'),
 ])
 def test_bad_options_name_the_option(data_root, change, message):
