@@ -9,7 +9,7 @@ from conftest import load_options, run_entry, write_options
 
 
 def _tiny_realesrnet_options(demo_root, total_iter, name='pipeline'):
-    opt = load_options('options/demo/realesrnet_msrresnet_x4.yml')
+    opt = load_options('options/demo/pdd_generalist_x4.yml')
     opt['name'] = name
     opt['gt_size'] = opt['datasets']['train']['gt_size'] = 32
     opt['pre_degradation_crop'] = 48
@@ -17,8 +17,8 @@ def _tiny_realesrnet_options(demo_root, total_iter, name='pipeline'):
     train = opt['datasets']['train']
     train.update(dataroot_gt=f'{demo_root}/train/hr', meta_info=f'{demo_root}/train/meta_info.txt',
                  batch_size_per_gpu=2, num_worker_per_gpu=0)
-    opt['datasets']['val'].update(dataroot_gt=f'{demo_root}/val/hr', dataroot_lq=f'{demo_root}/val/lr_bicubic_x4')
-    opt['network_g'].update(num_feat=4, num_block=1)
+    opt['datasets']['val'].update(dataroot_gt=f'{demo_root}/real/val/hr', dataroot_lq=f'{demo_root}/real/val/lr')
+    opt['network_g'].update(num_feat=4, num_block=1, num_grow_ch=4)
     opt['train']['total_iter'] = total_iter
     opt['val']['val_freq'] = 1000
     opt['logger'].update(print_freq=1, save_checkpoint_freq=2)
@@ -71,7 +71,7 @@ def test_test_entry_point_reports_psnr_and_ssim(demo_root, tmp_path):
     psnr = float(re.search(r'# psnr: ([\d.]+)', log).group(1))
     ssim = float(re.search(r'# ssim: ([\d.]+)', log).group(1))
     assert 5 < psnr < 60 and 0 < ssim <= 1, (psnr, ssim)
-    assert len(os.listdir(tmp_path / 'results' / 'test_demo' / 'visualization' / 'demo_val_bicubic')) == 2
+    assert len(os.listdir(tmp_path / 'results' / 'test_demo' / 'visualization' / 'demo_real_val')) == 2
 
 
 def test_clear_errors_for_missing_option_file_and_data(tmp_path, demo_root):

@@ -1,0 +1,139 @@
+"""The embedded demo: ``python -m kdsr_pdd.demo`` (what ``make demo`` runs).
+
+On CPU, in minutes, with data made from photos that scikit-image ships (no download):
+
+1. build the demo data (:mod:`kdsr_pdd.demo_data`);
+2. KDSR: train a tiny teacher, then a student by knowledge distillation of the teacher's IDR;
+   test the student on a Gaussian8 x4 set;
+3. PDD: train a tiny generalist with Real-ESRGAN degradations, adapt it to the demo's "real"
+   camera-like domain with PDD-EMA, and test both on that domain (PSNR/SSIM before and after);
+4. report: the model table of the demo archs, the results table of the demo's tests, and the IDR
+   figure of the KDSR student.
+
+Every step is one of the project's own commands, run from ``--workdir`` (default: the repository);
+the commands are printed so they can be rerun one by one.
+"""
+import argparse
+import glob
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+from kdsr_pdd.demo_data import build_demo_data
+from kdsr_pdd.vgg import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+OPTIONS = osp.join(REPO, 'options', 'demo')
+TRAIN_STAGES = (  # (title, option file, experiment name)
+    ('KDSR teacher', 'kdsr_teacher_x4.yml', 'demo_kdsr_teacher_x4'),
+    ('KDSR student (KD)', 'kdsr_student_x4.yml', 'demo_kdsr_student_x4'),
+    ('PDD generalist (Real-ESRGAN degradations)', 'pdd_generalist_x4.yml', 'demo_pdd_generalist_x4'),
+    ('PDD-EMA specialist', 'pdd_ema_x4.yml', 'demo_pdd_ema_x4'),
+)
+TESTS = (  # (title, option file, result name)
+    ('KDSR student, Gaussian8 x4', 'test_kdsr_student_x4.yml', 'demo_test_kdsr_student_x4'),
+    ('generalist on the target domain (before PDD)', 'test_generalist_real_x4.yml', 'demo_test_generalist_real_x4'),
+    ('PDD-EMA on the target domain (after PDD)', 'test_pdd_ema_real_x4.yml', 'demo_test_pdd_ema_real_x4'),
+)
+
+
+def _run(args, workdir, env):
+    print('$ python -m ' + ' '.join(args), flush=True)
+    result = subprocess.run([sys.executable, '-m'] + args, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        sys.stdout.write(result.stdout[-6000:])
+        sys.exit(f'demo: step failed: python -m {" ".join(args)}')
+    return result.stdout
+
+
+def _vgg_environment(workdir):
+    """Real VGG19 weights if the user has them; otherwise a clearly announced random stand-in."""
+    env = dict(os.environ)
+    try:
+        print(f'VGG19 weights: {find_vgg19_weights()}')
+    except WeightsNotFoundError:
+        stand_in = osp.join(workdir, 'datasets', 'demo', 'vgg19_random_features.pth')
+        if not osp.isfile(stand_in):
+            random_vgg19_features_file(stand_in)
+        env['KDSR_PDD_VGG19'] = stand_in
+        print('VGG19 ImageNet weights not found (path.vgg19_weights / KDSR_PDD_VGG19 / torch hub cache):\n'
+              f'  the demo uses random-weight VGG19 features ({stand_in}) for the perceptual and PDD\n'
+              '  distance losses. Real runs need the real weights; nothing is downloaded.')
+    return env
+
+
+def _metrics(log_text):
+    """{dataset: {metric: value}} from a BasicSR validation/test log."""
+    results, dataset = {}, None
+    for line in log_text.splitlines():
+        match = re.search(r'Validation (\S+)', line)
+        if match:
+            dataset = match.group(1)
+        match = re.search(r'# (\w+): ([-\d.]+)', line)
+        if match and dataset:
+            results.setdefault(dataset, {})[match.group(1)] = float(match.group(2))
+    return results
+
+
+def _latest_log(folder, prefix):
+    logs = sorted(glob.glob(osp.join(folder, f'{prefix}_*.log')), key=osp.getmtime)
+    return open(logs[-1], encoding='utf-8').read() if logs else ''
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--workdir', default=REPO, help='where datasets/, experiments/ and results/ go')
+    parser.add_argument('--build-only', action='store_true', help='only build the demo data')
+    parser.add_argument('--iters', type=int, default=None,
+                        help='override every training length (quick checks; the defaults make the demo)')
+    args = parser.parse_args(argv)
+    workdir = osp.abspath(args.workdir)
+
+    print(f'Building demo data in {osp.join(workdir, "datasets", "demo")} ...', flush=True)
+    build_demo_data(osp.join(workdir, 'datasets', 'demo'))
+    if args.build_only:
+        return
+    env = _vgg_environment(workdir)
+    force = [] if args.iters is None else [
+        '--force_yml', f'train:total_iter={args.iters}', f'val:val_freq={args.iters}',
+        f'logger:save_checkpoint_freq={args.iters}', f'train:net_d_init_iters={max(args.iters // 3, 1)}'
+    ]
+
+    for title, option_file, name in TRAIN_STAGES:
+        print(f'\n== {title}', flush=True)
+        _run(['kdsr_pdd.train', '-opt', osp.join(OPTIONS, option_file)] + force, workdir, env)
+        exp = osp.join(workdir, 'experiments', name)
+        for dataset, values in _metrics(_latest_log(exp, 'train')).items():
+            print(f'   validation {dataset}: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+        print(f'   checkpoint: {osp.join(exp, "models", "net_g_latest.pth")}')
+
+    print('\n== Tests', flush=True)
+    for title, option_file, name in TESTS:
+        _run(['kdsr_pdd.test', '-opt', osp.join(OPTIONS, option_file)], workdir, env)
+        results = _metrics(_latest_log(osp.join(workdir, 'results', name), 'test'))
+        for dataset, values in results.items():
+            print(f'   {title} [{dataset}]: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+        print(f'   SR images: {osp.join(workdir, "results", name, "visualization")}')
+
+    print('\n== Report, tables, figure', flush=True)
+    out = osp.join(workdir, 'results', 'demo_report')
+    os.makedirs(out, exist_ok=True)
+    _run(['kdsr_pdd.report', '--options-glob', osp.join(OPTIONS, '*.yml'), '--lr-size', '45x80',
+          '--out', osp.join(out, 'models.md')], workdir, env)
+    _run(['kdsr_pdd.tables'] + [osp.join(workdir, 'results', name) for _, _, name in TESTS] +
+         ['--metrics', 'psnr', 'ssim', '--out', osp.join(out, 'results')], workdir, env)
+    _run(['kdsr_pdd.figures', 'idr', '--opt', osp.join(OPTIONS, 'kdsr_student_x4.yml'), '--model',
+          osp.join(workdir, 'experiments', 'demo_kdsr_student_x4', 'models', 'net_g_latest.pth'), '--hr',
+          osp.join(workdir, 'datasets', 'demo', 'val', 'hr'), '--scale', '4', '--out',
+          osp.join(out, 'kdsr_student_idr_pca.png')], workdir, env)
+    for path in sorted(glob.glob(osp.join(out, '*'))):
+        print(f'   {path}')
+    print(open(osp.join(out, 'results.md'), encoding='utf-8').read() if osp.isfile(osp.join(out, 'results.md'))
+          else '')
+
+
+if __name__ == '__main__':
+    main()
