@@ -56,3 +56,13 @@ def run_pipeline(pipeline, root_path):
     except OptionError as err:
         sys.exit(f'error: {err}')
     pipeline(root_path)
+    _leave_process_group()
+
+
+def _leave_process_group():
+    """End a torch.distributed run in step: a rank that exits while another still saves can abort."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

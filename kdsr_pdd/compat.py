@@ -113,6 +113,9 @@ def _make_output_dirs(opt):
     """make_exp_dirs makedirs() every other path option, so file options (weights) crash; make only output folders."""
     from basicsr.utils.misc import mkdir_and_rename
 
+    if opt.get('rank', 0) != 0:  # rank 0 makes (and archives) the folders, as in BasicSR
+        return
+
     mkdir_and_rename(opt['path']['experiments_root' if opt['is_train'] else 'results_root'])
     for key in _OUTPUT_FOLDERS:
         if opt['path'].get(key):

@@ -176,6 +176,8 @@ def test_experiment_folders_ignore_file_options(tmp_path):
         'experiments_root': str(root), 'models': str(root / 'models'), 'training_states': str(root / 'states'),
         'log': str(root), 'visualization': str(root / 'vis'), 'vgg19_weights': str(weights),
         'pretrain_teacher': str(weights), 'resume_state': None}}
+    make_exp_dirs(dict(opt, rank=1))  # other ranks leave the folders to rank 0
+    assert not root.exists()
     make_exp_dirs(opt)  # 1.4.2: FileExistsError on vgg19_weights / pretrain_teacher
     assert sorted(p.name for p in root.iterdir()) == ['models', 'states', 'vis']
     assert weights.read_bytes() == b'x'
