@@ -33,6 +33,7 @@ TRAIN_STAGES = (  # (title, option file, experiment name)
     ('PDD-EMA specialist', 'pdd_ema_x4.yml', 'demo_pdd_ema_x4'),
 )
 TESTS = (  # (title, option file, result name)
+    ('KDSR teacher (sees HR), Gaussian8 x4', 'test_kdsr_teacher_x4.yml', 'demo_test_kdsr_teacher_x4'),
     ('KDSR student, Gaussian8 x4', 'test_kdsr_student_x4.yml', 'demo_test_kdsr_student_x4'),
     ('generalist on the target domain (before PDD)', 'test_generalist_real_x4.yml', 'demo_test_generalist_real_x4'),
     ('PDD-EMA on the target domain (after PDD)', 'test_pdd_ema_real_x4.yml', 'demo_test_pdd_ema_real_x4'),
@@ -123,16 +124,22 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     _run(['kdsr_pdd.report', '--options-glob', osp.join(OPTIONS, '*.yml'), '--lr-size', '45x80',
           '--out', osp.join(out, 'models.md')], workdir, env)
-    _run(['kdsr_pdd.tables'] + [osp.join(workdir, 'results', name) for _, _, name in TESTS] +
-         ['--metrics', 'psnr', 'ssim', '--out', osp.join(out, 'results')], workdir, env)
+    results = [osp.join(workdir, 'results', name) for _, _, name in TESTS]
+    tables = (  # (result folders, row labels, extra options, output name)
+        (results[:2], ['KDSR teacher', 'KDSR student'], ['--average-by-prefix'], 'kdsr_gaussian8'),
+        (results[2:], ['generalist', 'PDD-EMA'], [], 'pdd_target_domain'),
+    )
+    for folders, labels, extra, table in tables:
+        _run(['kdsr_pdd.tables'] + folders + ['--labels'] + labels + ['--metrics', 'psnr', 'ssim'] + extra +
+             ['--out', osp.join(out, table)], workdir, env)
     _run(['kdsr_pdd.figures', 'idr', '--opt', osp.join(OPTIONS, 'kdsr_student_x4.yml'), '--model',
           osp.join(workdir, 'experiments', 'demo_kdsr_student_x4', 'models', 'net_g_latest.pth'), '--hr',
           osp.join(workdir, 'datasets', 'demo', 'val', 'hr'), '--scale', '4', '--out',
           osp.join(out, 'kdsr_student_idr_pca.png')], workdir, env)
     for path in sorted(glob.glob(osp.join(out, '*'))):
         print(f'   {path}')
-    print(open(osp.join(out, 'results.md'), encoding='utf-8').read() if osp.isfile(osp.join(out, 'results.md'))
-          else '')
+    for table in ('models', 'kdsr_gaussian8', 'pdd_target_domain'):
+        print('\n' + open(osp.join(out, f'{table}.md'), encoding='utf-8').read())
 
 
 if __name__ == '__main__':
