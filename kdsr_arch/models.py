@@ -40,6 +40,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from kdsr_arch.archs import KDSRStudent, KDSRTeacher
 from kdsr_arch.data import ClassicDegradation
 from kdsr_pdd.checkpoints import load_weights
+from kdsr_pdd.gan import discriminator_step
 from kdsr_pdd.realesrgan_bases import DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel
 from kdsr_pdd.vgg import set_vgg19_weights
 
@@ -85,7 +86,7 @@ def check_train_options(opt):
         missing = [key for key in required if key not in opt]
         if missing:
             raise ValueError(f'degradation realesrgan needs the top-level options {missing} (see Real-ESRGAN x4plus)')
-    if train_opt.get('encoder_warmup_iters', 0) > 0:
+    if (train_opt.get('encoder_warmup_iters') or 0) > 0:
         if stage != 'student':
             raise ValueError(f'train.encoder_warmup_iters is only used by train.stage student, not {stage}')
         if train_opt.get('encoder_warmup_lr') is None:
@@ -149,7 +150,7 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
         if self.ema_decay > 0 and not resuming:
             self.model_ema(0)  # the EMA starts as net_g, also when net_g came from a pretrained file
 
-        self.encoder_warmup_iters = int(train_opt.get('encoder_warmup_iters', 0))
+        self.encoder_warmup_iters = int(train_opt.get('encoder_warmup_iters') or 0)
         self._in_encoder_warmup = False
         if self.encoder_warmup_iters > 0:
             self._setup_encoder_warmup(train_opt)
@@ -196,13 +197,6 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
         else:
             SRModel.setup_optimizers(self)  # optimizer_g over the trainable params of net_g
 
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        """BasicSR's load_network via :func:`kdsr_pdd.checkpoints.load_weights`: BasicSR files
-        (``param_key``, else params_ema, else params) and raw state dicts (classic releases); clear errors."""
-        key = load_weights(net, osp.expanduser(load_path), param_key, strict)
-        get_root_logger().info(f'Loading {type(self.get_bare_model(net)).__name__} from {load_path} '
-                               f'[{key or "raw state dict"}].')
-
     # ------------------------------------------------------------------ data
     @torch.no_grad()
     def feed_data(self, data):
@@ -213,6 +207,8 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
             RealESRNetModel.feed_data(self, self.crop_before_degradation(data))
         else:  # the GAN stage's synthesis (after the optional pre_degradation_crop), or paired LQ / GT
             super().feed_data(data)
+            if 'gt' not in data and hasattr(self, 'gt'):
+                del self.gt  # a teacher must not see the HR of an earlier batch
 
     # ------------------------------------------------------------------ training
     def _store_student_idr(self, module, inputs, outputs):
@@ -289,17 +285,7 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
             sum(loss_dict.values()).backward()
             self.optimizer_g.step()
 
-        self.net_d.requires_grad_(True)
-        self.optimizer_d.zero_grad()
-        real_d_pred = self.net_d(gan_gt)
-        l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
-        l_d_real.backward()
-        fake_d_pred = self.net_d(self.output.detach().clone())
-        l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
-        l_d_fake.backward()
-        self.optimizer_d.step()
-        loss_dict.update(l_d_real=l_d_real, out_d_real=real_d_pred.detach().mean(), l_d_fake=l_d_fake,
-                         out_d_fake=fake_d_pred.detach().mean())
+        loss_dict.update(discriminator_step(self, gan_gt, self.output))
         return loss_dict
 
     def get_current_learning_rate(self):

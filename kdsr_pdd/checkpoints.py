@@ -40,11 +40,13 @@ def read_state_dict(path, param_key=None):
             break
     else:
         state, used = checkpoint, None
-    return {_basicsr_name(k): v for k, v in state.items()}, used
+    state = {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+    if any(k.startswith('RRDB_trunk.') for k in state):  # an ESRGAN / BSRGAN RRDBNet
+        state = {_basicsr_rrdb_name(k): v for k, v in state.items()}
+    return state, used
 
 
-def _basicsr_name(key):
-    key = key[7:] if key.startswith('module.') else key
+def _basicsr_rrdb_name(key):
     for pattern, replacement in _ESRGAN_TO_BASICSR:
         key = pattern.sub(replacement, key)
     return key

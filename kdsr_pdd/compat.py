@@ -79,6 +79,17 @@ def _save_training_state(self, epoch, current_iter):
     atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
+def _load_network(self, net, load_path, strict=True, param_key='params'):
+    """BaseModel.load_network fails on raw state dicts (BSRGAN, KDSR releases); read every format, strictly."""
+    from basicsr.utils import get_root_logger
+
+    from kdsr_pdd.checkpoints import load_weights
+
+    key = load_weights(net, osp.expanduser(load_path), param_key, strict)
+    get_root_logger().info(f'Loading {type(self.get_bare_model(net)).__name__} from {load_path} '
+                           f'[{key or "raw state dict"}].')
+
+
 def _load_resume_state_on_any_device(opt):
     """basicsr.train.load_resume_state maps storages with ``.cuda()``; map to CPU so resume works everywhere."""
     from basicsr.utils import check_resume, scandir
@@ -229,6 +240,7 @@ def apply():
     basicsr.utils.options.init_dist = _init_dist_any_backend
     BaseModel.model_to_device = _model_to_device
     BaseModel.get_optimizer = _get_optimizer
+    BaseModel.load_network = _load_network
     BaseModel.save_network = _save_network
     BaseModel.save_training_state = _save_training_state
     BaseModel.setup_schedulers = _keep_train_options(BaseModel.setup_schedulers)

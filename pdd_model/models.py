@@ -15,6 +15,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from kdsr_pdd.checkpoints import load_weights
+from kdsr_pdd.gan import discriminator_step
 from kdsr_pdd.vgg import set_vgg19_weights
 from pdd_model.color import color_correct
 from pdd_model.losses import NaiveDistillationLoss, PairwiseDistanceDistillationLoss, feature_perceptual_loss
@@ -122,12 +123,6 @@ class PDDModel(SRGANModel):
             set_vgg19_weights(self.opt['path'].get('vgg19_weights'))
             self.vgg = VGGFeatureExtractor(sorted(layers), **vgg_opt).to(self.device)
 
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        """BasicSR's load_network, also reading raw state dicts (e.g. BSRGAN) via kdsr_pdd.checkpoints."""
-        key = load_weights(net, load_path, param_key, strict)
-        get_root_logger().info(f'Loading {type(self.get_bare_model(net)).__name__} from {load_path} '
-                               f'(key {key or "raw"}).')
-
     def feed_data(self, data):
         """Take ``lq`` (+ ``gt``) and, in training batches, ``lq_real`` of the same size as ``lq``."""
         super().feed_data(data)
@@ -147,7 +142,7 @@ class PDDModel(SRGANModel):
         else:  # no G update (D-only warm-up, or net_d_iters > 1): S(x_syn) only feeds D
             with torch.no_grad():
                 self.output = self.net_g(self.lq)
-        self._optimize_discriminator(self.output.detach(), loss_dict)
+        loss_dict.update(discriminator_step(self, self.gt, self.output))  # GT vs S(x_syn) only
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
@@ -199,21 +194,6 @@ class PDDModel(SRGANModel):
         sizes = [img.size(0) for img in images.values()]
         chunks = {layer: feat.split(sizes) for layer, feat in stacked.items()}
         return {name: {layer: chunks[layer][i] for layer in chunks} for i, name in enumerate(images)}
-
-    def _optimize_discriminator(self, fake, loss_dict):
-        """One D update on GT (real) vs synthetic-input student predictions ``fake`` (never real-domain SR)."""
-        for p in self.net_d.parameters():
-            p.requires_grad = True
-        self.optimizer_d.zero_grad()
-        real_d_pred = self.net_d(self.gt)
-        l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
-        l_d_real.backward()
-        fake_d_pred = self.net_d(fake)
-        l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
-        l_d_fake.backward()
-        self.optimizer_d.step()
-        loss_dict.update(l_d_real=l_d_real, out_d_real=real_d_pred.detach().mean(), l_d_fake=l_d_fake,
-                         out_d_fake=fake_d_pred.detach().mean())
 
     def test(self):
         """SRModel.test (net_g_ema when it exists), then optional colour correction to the input."""

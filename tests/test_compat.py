@@ -202,3 +202,22 @@ def test_device_agnostic_realesrnet_validates_several_sets_in_a_test_run(demo_ro
     for _ in range(2):  # 1.4.2 leaves is_train True after the first: KeyError 'kernel1' on the second
         model.validation(loader, 0, None, False)
     assert model.is_train is False and 0 < model.metric_results['psnr'] < 100
+
+
+def test_models_load_raw_state_dicts_strictly(tmp_path):
+    from basicsr.archs.srresnet_arch import MSRResNet
+    from basicsr.models.sr_model import SRModel
+
+    from kdsr_pdd.checkpoints import CheckpointError
+
+    torch.manual_seed(0)
+    source = MSRResNet(num_feat=4, num_block=1, upscale=2)
+    torch.save({f'module.{k}': v for k, v in source.state_dict().items()}, tmp_path / 'raw.pth')
+    opt = _minimal_sr_opt(tmp_path)
+    opt['path'].update(pretrain_network_g=str(tmp_path / 'raw.pth'), param_key_g='params')
+    model = SRModel(opt)  # 1.4.2: KeyError 'params'
+    assert torch.equal(model.net_g.conv_first.weight, source.conv_first.weight)
+
+    opt['network_g']['num_block'] = 2
+    with pytest.raises(CheckpointError, match='missing body.1'):  # 1.4.2 prints a warning, then raises deep in torch
+        SRModel(opt)
