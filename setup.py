@@ -19,10 +19,13 @@ setup(
         'scikit-image',
         'opencv-python',
         'matplotlib',
+        'numpy',
+        'onnx',
+        'onnxruntime',
         'pyyaml',
         'tqdm',
     ],
-    extras_require={'test': ['pytest', 'scipy', 'onnx', 'onnxruntime']},
+    extras_require={'test': ['pytest', 'scipy']},
     entry_points={
         'console_scripts': [
             'kdsr-pdd-train=kdsr_pdd.train:main',

@@ -42,7 +42,7 @@ from kdsr_arch.data import ClassicDegradation
 from kdsr_pdd.checkpoints import load_weights
 from kdsr_pdd.gan import discriminator_step
 from kdsr_pdd.realesrgan_bases import DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel
-from kdsr_pdd.vgg import set_vgg19_weights
+from kdsr_pdd.vgg import vgg19_weights
 
 STAGES = ('teacher', 'student', 'gan')
 DEGRADATIONS = ('classic', 'realesrgan')
@@ -143,8 +143,8 @@ class KDSRModel(DeviceAgnosticRealESRGANModel, DeviceAgnosticRealESRNetModel):
             self.get_bare_model(self.net_g).E_st.register_forward_hook(self._store_student_idr)
 
         if self.stage == 'gan':
-            set_vgg19_weights(self.opt['path'].get('vgg19_weights'))
-            SRGANModel.init_training_settings(self)  # EMA, net_d, pixel / perceptual / GAN losses, optimizers
+            with vgg19_weights(self.opt['path'].get('vgg19_weights')):
+                SRGANModel.init_training_settings(self)  # EMA, net_d, pixel / perceptual / GAN losses, optimizers
         else:
             SRModel.init_training_settings(self)  # EMA, pixel loss, optimizer, scheduler
         if self.ema_decay > 0 and not resuming:

@@ -6,6 +6,7 @@ names the option to fix.
 """
 import argparse
 import os.path as osp
+import re
 import sys
 
 import yaml
@@ -26,17 +27,48 @@ def _walk_paths(opt):
             yield f'path.{key}', value
 
 
-def check_option_file(opt_path):
-    """Read ``opt_path`` and check that every input path it names exists; raise OptionError if not."""
-    if not osp.isfile(opt_path):
-        raise OptionError(f'-opt {opt_path}: no such option file.')
+def read_yaml_mapping(path):
+    """The top-level mapping of the YAML file ``path``; OptionError if missing, unreadable or not a mapping."""
+    if not osp.isfile(path):
+        raise OptionError(f'{path}: no such option file.')
     try:
-        with open(opt_path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8') as f:
             opt = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise OptionError(f'-opt {opt_path}: not valid YAML ({err}).') from err
+    except (OSError, yaml.YAMLError) as err:
+        raise OptionError(f'{path}: cannot read it as YAML ({err}).') from err
     if not isinstance(opt, dict):
-        raise OptionError(f'-opt {opt_path}: expected a mapping of options at the top level.')
+        raise OptionError(f'{path}: expected a mapping of options at the top level.')
+    return opt
+
+
+def parse_size(text):
+    """argparse type: ``'180x320'`` -> (180, 320)."""
+    match = re.fullmatch(r'(\d+)x(\d+)', text)
+    if not match or 0 in (int(match.group(1)), int(match.group(2))):
+        raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 180x320, got {text!r}')
+    return int(match.group(1)), int(match.group(2))
+
+
+def apply_overrides(opt, entries):
+    """Apply BasicSR's ``--force_yml key:sub=value`` entries to ``opt`` (its own value parsing)."""
+    from basicsr.utils.options import _postprocess_yml_value
+
+    for entry in entries or ():
+        keys, sep, value = entry.partition('=')
+        if not sep:
+            raise OptionError(f'--force_yml {entry}: expected key:sub=value.')
+        *parents, last = keys.strip().split(':')
+        target = opt
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = _postprocess_yml_value(value.strip())
+    return opt
+
+
+def check_option_file(opt_path, overrides=None):
+    """Read ``opt_path`` (with ``--force_yml`` ``overrides``) and check that every input path it names
+    exists; raise OptionError if not."""
+    opt = apply_overrides(read_yaml_mapping(opt_path), overrides)
     for name, path in _walk_paths(opt):
         if not osp.exists(path):
             raise OptionError(f'{opt_path}: {name} = {path!r} does not exist; '
@@ -48,13 +80,14 @@ def run_pipeline(pipeline, root_path):
     """Check the ``-opt`` file named on the command line, then run a BasicSR pipeline."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt', type=str)
+    parser.add_argument('--force_yml', nargs='+', default=None)
     known, _ = parser.parse_known_args()
     if known.opt is None:
         sys.exit('error: -opt OPTIONS.yml is required (see options/ for examples).')
     try:
-        check_option_file(known.opt)
+        check_option_file(known.opt, known.force_yml)
     except OptionError as err:
-        sys.exit(f'error: {err}')
+        sys.exit(f'error: -opt {err}')
     pipeline(root_path)
     _leave_process_group()
 

@@ -98,9 +98,10 @@ def main(argv=None):
     if args.build_only:
         return
     env = _vgg_environment(workdir)
-    force = [] if args.iters is None else [
+    force = [] if args.iters is None else [  # PDD distils after net_d_init_iters + distill_warmup_iters (5)
         '--force_yml', f'train:total_iter={args.iters}', f'val:val_freq={args.iters}',
-        f'logger:save_checkpoint_freq={args.iters}', f'train:net_d_init_iters={max(args.iters // 3, 1)}'
+        f'logger:save_checkpoint_freq={args.iters}', f'logger:print_freq={args.iters}',
+        f'train:net_d_init_iters={max(args.iters // 4, 1)}'
     ]
 
     for title, option_file, name in TRAIN_STAGES:

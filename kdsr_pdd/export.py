@@ -13,12 +13,12 @@ batch k, so the batch axis is exercised too), printing the max abs difference; e
 exceeds ``--atol``.
 """
 import argparse
-import re
 import sys
 import warnings
 
 import torch
 
+from kdsr_pdd.cli import parse_size
 from kdsr_pdd.infer import InferError, build_network, required_multiple, resolve_network_opt
 
 
@@ -58,11 +58,6 @@ def compare_onnx(net, onnx_path, sizes, in_channels=3, seed=0):
     return diffs
 
 
-def _size(text):
-    match = re.fullmatch(r'(\d+)x(\d+)', text)
-    if not match or 0 in (int(match.group(1)), int(match.group(2))):
-        raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 24x32, got {text!r}')
-    return int(match.group(1)), int(match.group(2))
 
 
 def build_parser():
@@ -75,7 +70,7 @@ def build_parser():
     parser.add_argument('--param-key', help='checkpoint key to read first (default params_ema, then params)')
     parser.add_argument('--opset', type=int, default=17, help='ONNX opset (default %(default)s)')
     parser.add_argument('--check', action='store_true', help='compare onnxruntime with torch after export')
-    parser.add_argument('--check-sizes', type=_size, nargs='+', default=[(24, 32), (20, 36)],
+    parser.add_argument('--check-sizes', type=parse_size, nargs='+', default=[(24, 32), (20, 36)],
                         help='LR sizes for --check (default 24x32 20x36)')
     parser.add_argument('--atol', type=float, default=1e-3, help='largest accepted difference (default %(default)s)')
     return parser

@@ -35,13 +35,13 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 from tqdm import tqdm
 
 import kdsr_pdd  # noqa: F401  (registers the plugin's archs)
 from kdsr_arch.archs import KDSRStudent
 from kdsr_pdd.checkpoints import CheckpointError, load_weights, read_state_dict
+from kdsr_pdd.cli import OptionError, read_yaml_mapping
 from kdsr_pdd.tiling import tiled_map, tiled_spatial_mean
 from pdd_model.color import color_correct
 
@@ -65,11 +65,10 @@ class InferError(ValueError):
 # ----------------------------------------------------------------------------------------- network
 def _read_network_opt(yml_path):
     try:
-        with open(yml_path, encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as err:
-        raise InferError(f'--opt {yml_path}: cannot read it ({err}).') from err
-    network = opt.get('network_g') if isinstance(opt, dict) else None
+        opt = read_yaml_mapping(yml_path)
+    except OptionError as err:
+        raise InferError(f'--opt {err}') from err
+    network = opt.get('network_g')
     if not isinstance(network, dict) or 'type' not in network:
         raise InferError(f'{yml_path}: no network_g section with a type.')
     return dict(network)

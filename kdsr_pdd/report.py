@@ -38,10 +38,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch.utils.flop_counter import FlopCounterMode
 
+from kdsr_pdd.cli import OptionError, parse_size, read_yaml_mapping
 from kdsr_pdd.infer import network_scale
 
 SECTIONS = ('network_g', 'teacher_network', 'reference_network')
@@ -96,13 +96,9 @@ def canonical_key(network_opt, where):
 
 def _read_yaml(path):
     try:
-        with open(path, encoding='utf-8') as f:
-            opt = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as err:
-        raise ReportError(f'{path}: cannot read it as YAML ({err}).') from err
-    if not isinstance(opt, dict):
-        raise ReportError(f'{path}: expected a mapping of options at the top level.')
-    return opt
+        return read_yaml_mapping(path)
+    except OptionError as err:
+        raise ReportError(str(err)) from err
 
 
 def collect_variants(paths):
@@ -288,11 +284,6 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def _size(text):
-    match = re.fullmatch(r'(\d+)x(\d+)', text)
-    if not match or 0 in (int(match.group(1)), int(match.group(2))):
-        raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 180x320, got {text!r}')
-    return int(match.group(1)), int(match.group(2))
 
 
 def _positive(text):
@@ -306,7 +297,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.report', description=__doc__.split('\n')[0])
     parser.add_argument('--options-glob', default='options/**/*.yml',
                         help='option files to read (recursive glob; default %(default)s)')
-    parser.add_argument('--lr-size', type=_size, default=(180, 320), help='LR input HEIGHTxWIDTH (default 180x320)')
+    parser.add_argument('--lr-size', type=parse_size, default=(180, 320), help='LR input HEIGHTxWIDTH (default 180x320)')
     parser.add_argument('--scale', type=int, default=4,
                         help='report only networks with this upscaling factor; 0 for all (default %(default)s)')
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto (default %(default)s)')

@@ -4,13 +4,18 @@ BasicSR 1.4.2 downloads VGG19 when ``experiments/pretrained_models/vgg19-dcbb9e9
 The compat module routes that download through :func:`pretrained_vgg`, which reads a local file
 instead, looked up in this order:
 
-1. the path given with :func:`set_vgg19_weights` (models pass ``path.vgg19_weights`` from the YAML);
+1. the path given to :func:`vgg19_weights` for the ``with`` block that builds the extractor (models pass
+   ``path.vgg19_weights`` from the YAML);
 2. the environment variable ``KDSR_PDD_VGG19``;
 3. torch's standard cache, ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``.
 
 If none exists, one clear error says which option to set. The file may hold the full torchvision
 state dict or only the ``features.*`` entries (enough for feature extraction; used by tests).
+BasicSR's own ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` (relative to the working
+directory) is still read first by BasicSR itself when it exists. Other VGG types have no local
+lookup and are refused instead of downloaded.
 """
+import contextlib
 import os
 import os.path as osp
 
@@ -25,13 +30,18 @@ class WeightsNotFoundError(FileNotFoundError):
     """Pretrained weights that the user must supply are missing; the message names the option."""
 
 
-def set_vgg19_weights(path):
-    """Use ``path`` for VGG19 ImageNet weights in this process (None keeps the default lookup)."""
+@contextlib.contextmanager
+def vgg19_weights(path):
+    """Within the block, VGG19 ImageNet weights come from ``path`` first (None: the default lookup)."""
     global _configured_path
     if path is not None and not osp.isfile(path):
         raise WeightsNotFoundError(f'path.vgg19_weights = {path!r} does not exist; point it to {VGG19_FILE} '
                                    '(torchvision VGG19 ImageNet weights).')
-    _configured_path = path
+    previous, _configured_path = _configured_path, path
+    try:
+        yield
+    finally:
+        _configured_path = previous
 
 
 def find_vgg19_weights():
@@ -63,10 +73,11 @@ class _LocalVGGFactory:
 
     def __getattr__(self, name):
         constructor = getattr(tv_vgg, name)
-        if name != 'vgg19':
-            return constructor
 
         def build(pretrained=False, **kwargs):
+            if pretrained and name != 'vgg19':
+                raise WeightsNotFoundError(f'vgg_type {name}: only VGG19 ImageNet weights are read from local files '
+                                           '(path.vgg19_weights); use vgg_type vgg19. Nothing is downloaded.')
             if not pretrained:
                 return constructor(weights=None, **kwargs)
             net = constructor(weights=None, init_weights=False, **kwargs)  # overwritten right away

@@ -16,7 +16,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from kdsr_pdd.checkpoints import load_weights
 from kdsr_pdd.gan import discriminator_step
-from kdsr_pdd.vgg import set_vgg19_weights
+from kdsr_pdd.vgg import vgg19_weights
 from pdd_model.color import color_correct
 from pdd_model.losses import NaiveDistillationLoss, PairwiseDistanceDistillationLoss, feature_perceptual_loss
 
@@ -120,8 +120,8 @@ class PDDModel(SRGANModel):
             layers |= set(self.cri_distill.layers)
         self.vgg = None
         if layers:
-            set_vgg19_weights(self.opt['path'].get('vgg19_weights'))
-            self.vgg = VGGFeatureExtractor(sorted(layers), **vgg_opt).to(self.device)
+            with vgg19_weights(self.opt['path'].get('vgg19_weights')):
+                self.vgg = VGGFeatureExtractor(sorted(layers), **vgg_opt).to(self.device)
 
     def feed_data(self, data):
         """Take ``lq`` (+ ``gt``) and, in training batches, ``lq_real`` of the same size as ``lq``."""

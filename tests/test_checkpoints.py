@@ -58,3 +58,15 @@ def test_mismatch_names_missing_and_unexpected_keys(tmp_path):
         load_weights(_tiny_rrdb(1), str(tmp_path / 'wide.pth'))
     with pytest.raises(FileNotFoundError, match='nothing.pth'):
         read_state_dict(str(tmp_path / 'nothing.pth'))
+
+
+def test_non_strict_loading_skips_entries_of_another_shape(tmp_path):
+    wide = RRDBNet(3, 3, scale=4, num_feat=16, num_block=2, num_grow_ch=4)
+    state = _tiny_rrdb(5).state_dict()
+    state['conv_first.weight'] = wide.state_dict()['conv_first.weight']  # (16,3,3,3) instead of (8,3,3,3)
+    torch.save(state, tmp_path / 'mixed.pth')
+    net = _tiny_rrdb(6)
+    before = net.conv_first.weight.clone()
+    load_weights(net, str(tmp_path / 'mixed.pth'), strict=False)
+    assert torch.equal(net.conv_first.weight, before)
+    assert torch.equal(net.conv_last.weight, state['conv_last.weight'])

@@ -152,9 +152,13 @@ def test_vgg_feature_extractor_reads_local_weights_and_never_downloads(tmp_path,
     with pytest.raises(vgg.WeightsNotFoundError, match='path.vgg19_weights'):
         VGGFeatureExtractor(['conv1_2'])
 
+    with pytest.raises(vgg.WeightsNotFoundError, match='vgg_type vgg16'):
+        VGGFeatureExtractor(['conv1_2'], vgg_type='vgg16')
+
     weights = vgg.random_vgg19_features_file(tmp_path / 'vgg19_random.pth', seed=3)
-    vgg.set_vgg19_weights(str(weights))
-    extractor = VGGFeatureExtractor(['conv1_2'], vgg_type='vgg19')
+    with vgg.vgg19_weights(str(weights)):
+        extractor = VGGFeatureExtractor(['conv1_2'], vgg_type='vgg19')
+    assert vgg._configured_path is None  # scoped to the block
     expected = torch.load(weights, weights_only=True)['features.0.weight']
     assert torch.equal(extractor.vgg_net[0].weight, expected)
 

@@ -402,6 +402,7 @@ def _ddp_worker(rank, port, opt, result_path):
     if rank == 0:
         torch.save({'ranks': gathered, 'start': start,
                     'e_st': torch.cat([p.detach().flatten() for p in student.E_st.parameters()])}, result_path)
+    torch.distributed.barrier()  # leave together: a rank that tears gloo down early can abort the other
     torch.distributed.destroy_process_group()
 
 

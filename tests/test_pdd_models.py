@@ -22,7 +22,7 @@ from basicsr.losses import build_loss
 from basicsr.models import build_model
 from conftest import REPO, load_options, run_entry, write_options
 from kdsr_pdd.checkpoints import CheckpointError
-from kdsr_pdd.vgg import random_vgg19_features_file, set_vgg19_weights
+from kdsr_pdd.vgg import random_vgg19_features_file
 from pdd_model.color import color_correct
 from pdd_model.models import PDDModel
 
@@ -42,9 +42,7 @@ def one_thread():
 
 @pytest.fixture(scope='module')
 def vgg_file(tmp_path_factory):
-    path = random_vgg19_features_file(str(tmp_path_factory.mktemp('vgg') / 'vgg19.pth'))
-    yield path
-    set_vgg19_weights(None)
+    return random_vgg19_features_file(str(tmp_path_factory.mktemp('vgg') / 'vgg19.pth'))
 
 
 @pytest.fixture(scope='module')
@@ -342,8 +340,8 @@ def test_shipped_train_options_cover_the_paper_configurations():
     for domain in ('RealSR_Canon', 'RealSR_Nikon', 'DRealSR_Panasonic', 'DRealSR_Olympus', 'NTIRE20'):
         assert {f'PDD_EMA_RealESRGAN_x4_{domain}', f'PDD_EMA_BSRGAN_x4_{domain}',
                 f'PDD_Static_ESRGAN_RealESRGAN_x4_{domain}'} <= names
-    assert 'PDD_EMA_RealESRGAN_x4_RealSR_Canon_matlabresize' in names
-    assert len(TEST_OPTIONS) == 5
+    assert {'PDD_EMA_RealESRGAN_x4_RealSR_Canon_matlabresize', 'PDD_Naive_EMA_RealESRGAN_x4_RealSR_Canon'} <= names
+    assert len(TEST_OPTIONS) == 6  # five domains + the unadapted generalist on RealSR Canon
 
 
 @pytest.mark.parametrize('path', TRAIN_OPTIONS, ids=lambda p: osp.basename(p))
@@ -361,7 +359,10 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
     assert train['total_iter'] == (100000 if ema else 50000) and train['ema_decay'] == 0.999
     assert (train['net_d_iters'], train['net_d_init_iters']) == (1, 300)
     assert (train['distill_warmup_iters'], train['distill_detach_syn']) == ((5, False) if ema else (0, True))
-    assert train['distill_opt']['inter_weight'] == (0.5 if 'matlabresize' in path else 1.0)
+    if 'Naive' in path:  # Eq. 3 baseline: L1 imitation of the reference on real LR
+        assert train['distill_opt'] == {'type': 'NaiveDistillationLoss', 'loss_weight': 1.0, 'criterion': 'l1'}
+    else:
+        assert train['distill_opt']['inter_weight'] == (0.5 if 'matlabresize' in path else 1.0)
     assert train['gan_opt']['loss_weight'] == 0.01 and train['gan_on_real'] is True
     assert ('reference_network' in opt) == (not ema) == ('pretrain_network_reference' in opt['path'])
     assert not any(k.startswith('network_') and k not in ('network_g', 'network_d') for k in opt)

@@ -35,7 +35,7 @@ def test_train_realesrgan_degradation_on_cpu_then_auto_resume(demo_root, tmp_pat
 
     # continue the same experiment to 4 iterations with --auto_resume
     write_options(_tiny_realesrnet_options(demo_root, total_iter=4), opt_path)
-    result = run_entry(['kdsr_pdd.train', '-opt', opt_path, '--auto_resume'], cwd=tmp_path)
+    run_entry(['kdsr_pdd.train', '-opt', opt_path, '--auto_resume'], cwd=tmp_path)
     log = open(max(glob.glob(str(exp / 'train_pipeline_*.log')), key=os.path.getmtime)).read()
     assert 'Resuming training from epoch: 0, iter: 2.' in log
     iters = [int(i) for i in re.findall(r'\[epoch:\s*\d+, iter:\s+(\d+)', log)]
@@ -66,7 +66,7 @@ def test_test_entry_point_reports_psnr_and_ssim(demo_root, tmp_path):
                  'param_key_g': 'params_ema', 'strict_load_g': True},
         'val': {'save_img': True, 'suffix': None, 'metrics': opt['val']['metrics']},
     }
-    result = run_entry(['kdsr_pdd.test', '-opt', write_options(test_opt, tmp_path / 'test.yml')], cwd=tmp_path)
+    run_entry(['kdsr_pdd.test', '-opt', write_options(test_opt, tmp_path / 'test.yml')], cwd=tmp_path)
     log = open(glob.glob(str(tmp_path / 'results' / 'test_demo' / 'test_test_demo_*.log'))[-1]).read()
     psnr = float(re.search(r'# psnr: ([\d.]+)', log).group(1))
     ssim = float(re.search(r'# ssim: ([\d.]+)', log).group(1))
