@@ -273,6 +273,9 @@ class ClassicDegradation:
         unknown = sorted(set(opt) - set(allowed))
         if unknown:
             raise ValueError(f'unknown degradation option(s) {unknown}; allowed: {list(allowed)}')
+        unused = {'iso': 'lambda_range', 'aniso': 'sigma_range'}.get(opt.get('kernel', 'iso'))
+        if unused in opt:
+            raise ValueError(f'{unused} has no effect with kernel {opt.get("kernel", "iso")}; remove it.')
         return cls(scale=scale, **opt)
 
     def _uniform(self, batch, low, high, device, dtype):

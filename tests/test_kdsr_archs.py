@@ -242,19 +242,22 @@ def test_forward_shapes_and_explicit_returns(scale):
     lq = torch.rand(2, 3, 6, 5)
     gt = torch.rand(2, 3, 6 * scale, 5 * scale)
     c = TINY['n_feats']
-    for mode in ('train', 'eval'):
+    args = {teacher: (lq, gt), student: (lq, )}
+    outputs = {}
+    for mode in ('train', 'eval'):  # one meaning in both modes
         for net in (teacher, student):
             getattr(net, mode)()
-        args = {teacher: (lq, gt), student: (lq, )}
-        for net in (teacher, student):
             sr = net(*args[net])
             assert isinstance(sr, torch.Tensor) and sr.shape == (2, 3, 6 * scale, 5 * scale)
             sr2, idr = net.forward_with_idr(*args[net])
             z, idr2 = net.encode(*args[net])
             assert idr.shape == (2, 4 * c) and z.shape == (2, c)
-            if mode == 'eval':
-                torch.testing.assert_close(sr2, sr)
-                torch.testing.assert_close(idr2, idr)
+            torch.testing.assert_close(sr2, sr)
+            torch.testing.assert_close(idr2, idr)
+            outputs.setdefault(net, []).append((sr.detach(), idr.detach()))
+    for (sr_train, idr_train), (sr_eval, idr_eval) in outputs.values():
+        torch.testing.assert_close(sr_train, sr_eval)
+        torch.testing.assert_close(idr_train, idr_eval)
 
 
 def test_teacher_input_is_lr_and_unshuffled_hr():

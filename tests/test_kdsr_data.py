@@ -172,7 +172,9 @@ def test_default_sigma_ranges_per_scale_and_option_errors():
     with pytest.raises(ValueError, match=r"unknown degradation option\(s\) \['noise'\]"):
         ClassicDegradation.from_options({'noise': 25}, 4)
     bad = [({'sigma_range': [3.0, 1.0]}, 'sigma_range'), ({'sigma_range': [0.0, 1.0]}, 'sigma_range'),
-           ({'lambda_range': [1.0]}, 'lambda_range'), ({'kernel': 'gauss'}, 'kernel'),
+           ({'kernel': 'aniso', 'lambda_range': [1.0]}, 'lambda_range'), ({'kernel': 'gauss'}, 'kernel'),
+           ({'lambda_range': [0.5, 3]}, 'lambda_range has no effect with kernel iso'),
+           ({'kernel': 'aniso', 'sigma_range': [0.5, 3]}, 'sigma_range has no effect with kernel aniso'),
            ({'noise_max': -1}, 'noise_max'), ({'kernel_size': 20}, 'kernel_size'), ({'per_sample': 'no'}, 'per_sample')]
     for opt, name in bad:
         with pytest.raises(ValueError, match=name):

@@ -81,6 +81,13 @@ def test_clear_errors_for_missing_option_file_and_data(tmp_path, demo_root):
                          capture_output=True, text=True)
     assert out.returncode != 0 and out.stderr.strip() == 'error: -opt nope.yml: no such option file.'
 
+    from kdsr_pdd.cli import check_option_file  # --force_yml overrides are checked, not the raw file
+    opt = _tiny_realesrnet_options(demo_root, total_iter=2)
+    opt['datasets']['train']['dataroot_gt'] = 'datasets/missing'
+    path = write_options(opt, tmp_path / 'a.yml')
+    checked = check_option_file(path, [f'datasets:train:dataroot_gt={demo_root}/train/hr', 'train:total_iter=3'])
+    assert checked['train']['total_iter'] == 3
+
     opt = _tiny_realesrnet_options(demo_root, total_iter=2)
     opt['datasets']['train']['dataroot_gt'] = 'datasets/missing'
     out = subprocess.run([sys.executable, '-m', 'kdsr_pdd.train', '-opt', write_options(opt, tmp_path / 'b.yml')],
