@@ -54,30 +54,35 @@ def _basicsr_rrdb_name(key):
 
 
 def load_weights(net, path, param_key=None, strict=True):
-    """Load weights from ``path`` into ``net`` (see :func:`read_state_dict`); return the key used.
+    """Load weights from ``path`` into ``net`` (see :func:`read_state_dict`); return the key used."""
+    state, used = read_state_dict(path, param_key)
+    load_state(net, state, f'{path} (key {used or "raw"})', strict)
+    return used
+
+
+def load_state(net, state, source, strict=True):
+    """Load the state dict ``state`` (read from ``source``, named in errors) into ``net``.
 
     Strict: any missing, unexpected or differently shaped entry raises CheckpointError naming them.
     Not strict: as BasicSR, entries of another shape are left out (logged) and the rest is loaded.
     """
-    state, used = read_state_dict(path, param_key)
     net = net.module if hasattr(net, 'module') else net
     current = net.state_dict()
     wrong_shape = sorted(k for k in state if k in current and current[k].shape != state[k].shape)
     if strict:
         missing, unexpected = sorted(set(current) - set(state)), sorted(set(state) - set(current))
         if missing or unexpected:
-            raise CheckpointError(f'{path} (key {used or "raw"}) does not fit {type(net).__name__}: '
+            raise CheckpointError(f'{source} does not fit {type(net).__name__}: '
                                   f'missing {_few(missing)}; unexpected {_few(unexpected)}.')
         if wrong_shape:
             k = wrong_shape[0]
-            raise CheckpointError(f'{path}: shape mismatch for {len(wrong_shape)} keys, e.g. {k}: checkpoint '
+            raise CheckpointError(f'{source}: shape mismatch for {len(wrong_shape)} keys, e.g. {k}: checkpoint '
                                   f'{tuple(state[k].shape)} vs network {tuple(current[k].shape)}.')
     elif wrong_shape:
         logging.getLogger('basicsr').warning(
-            f'{path}: not loading {len(wrong_shape)} entries of another shape: {_few(wrong_shape)}')
+            f'{source}: not loading {len(wrong_shape)} entries of another shape: {_few(wrong_shape)}')
         state = {k: v for k, v in state.items() if k not in wrong_shape}
     net.load_state_dict(state, strict=strict)
-    return used
 
 
 def _few(keys, n=5):

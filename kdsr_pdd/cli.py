@@ -41,6 +41,29 @@ def read_yaml_mapping(path):
     return opt
 
 
+def arch_class(network_opt, source='network_g', error=OptionError):
+    """The registered arch class of a ``network_g``-style mapping (BasicSR's ``_basicsr`` names too)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    if not isinstance(network_opt, dict) or 'type' not in network_opt:
+        raise error(f'{source}: expected a mapping with a type.')
+    arch_type = network_opt['type']
+    for name in (arch_type, f'{arch_type}_basicsr'):
+        if name in ARCH_REGISTRY:
+            return ARCH_REGISTRY.get(name)
+    raise error(f'{source}: network type {arch_type!r} is not a registered arch.')
+
+
+def instantiate_arch(network_opt, source='network_g', error=OptionError):
+    """Build the arch of a ``network_g``-style mapping; ``error`` names ``source`` when it cannot."""
+    cls = arch_class(network_opt, source, error)
+    kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise error(f'{source}: bad arguments for {network_opt["type"]}: {err}') from err
+
+
 def parse_size(text):
     """argparse type: ``'180x320'`` -> (180, 320)."""
     match = re.fullmatch(r'(\d+)x(\d+)', text)

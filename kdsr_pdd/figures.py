@@ -25,14 +25,15 @@ import torch
 from basicsr.utils import img2tensor
 
 import kdsr_pdd  # noqa: F401  (registers the plugin's archs)
-from kdsr_arch.archs import KDSRStudent, KDSRTeacher
+from kdsr_arch.archs import KDSRTeacher
 from kdsr_arch.data import read_hr_images, classic_degrade, isotropic_gaussian_kernels
 from kdsr_pdd.checkpoints import CheckpointError, load_weights
+from kdsr_pdd.cli import instantiate_arch
 from kdsr_pdd.infer import InferError, resolve_network_opt
 from kdsr_pdd.tables import TableError, add_source_arguments, load_from_args, metric_title, resolve_directions
 
 DEFAULT_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
-IDR_NETWORKS = {'KDSRStudent': KDSRStudent, 'KDSRTeacher': KDSRTeacher}
+IDR_NETWORKS = ('KDSRStudent', 'KDSRTeacher')  # the archs with an encode() giving the 4C IDR
 
 
 class FigureError(ValueError):
@@ -262,14 +263,10 @@ def write_idr_csv(samples, points, path):
 def load_idr_network(model_path, opt_path=None, arch=None, arch_args=None, param_key=None):
     """A KDSR teacher or student (its ``network_g`` from :func:`kdsr_pdd.infer.resolve_network_opt`), weights loaded."""
     network_opt, source = resolve_network_opt(model_path, opt_path, arch, arch_args)
-    kwargs = dict(network_opt)
-    arch_type = kwargs.pop('type')
-    if arch_type not in IDR_NETWORKS:
-        raise FigureError(f'{source}: network type {arch_type!r} has no IDR; use {" or ".join(IDR_NETWORKS)}.')
-    try:
-        net = IDR_NETWORKS[arch_type](**kwargs)
-    except TypeError as err:
-        raise FigureError(f'{source}: bad arguments for {arch_type}: {err}') from err
+    if network_opt['type'] not in IDR_NETWORKS:
+        raise FigureError(f'{source}: network type {network_opt["type"]!r} has no IDR; '
+                          f'use {" or ".join(IDR_NETWORKS)}.')
+    net = instantiate_arch(network_opt, source, FigureError)
     load_weights(net, str(model_path), param_key)
     return net.eval()
 

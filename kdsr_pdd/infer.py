@@ -11,7 +11,7 @@ The network comes from, in this order:
 3. a companion YAML found next to the checkpoint: ``<checkpoint stem>.yml``, or the option file that
    BasicSR copied into ``experiments/<name>/`` when the checkpoint is ``experiments/<name>/models/*.pth``.
 
-Weights are read with :func:`kdsr_pdd.checkpoints.load_weights` (``params_ema`` > ``params`` > raw
+Weights are read with :func:`kdsr_pdd.checkpoints.read_state_dict` (``params_ema`` > ``params`` > raw
 state dict, or ``--param-key``; strict). The KDSR teacher is refused: its encoder needs the HR image.
 
 Tiling (``--tile T --tile-pad P``) bounds memory; see :mod:`kdsr_pdd.tiling` for when it is exact.
@@ -35,13 +35,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from basicsr.utils.registry import ARCH_REGISTRY
 from tqdm import tqdm
 
 import kdsr_pdd  # noqa: F401  (registers the plugin's archs)
 from kdsr_arch.archs import KDSRStudent
-from kdsr_pdd.checkpoints import CheckpointError, load_weights, read_state_dict
-from kdsr_pdd.cli import OptionError, read_yaml_mapping
+from kdsr_pdd.checkpoints import CheckpointError, load_state, read_state_dict
+from kdsr_pdd.cli import OptionError, instantiate_arch, read_yaml_mapping
 from kdsr_pdd.tiling import tiled_map, tiled_spatial_mean
 from pdd_model.color import color_correct
 
@@ -119,23 +118,15 @@ def resolve_network_opt(model_path, opt_path=None, arch=None, arch_args=None):
 
 def build_network(network_opt, model_path, param_key=None, source='network_g'):
     """Build the arch of ``network_opt`` and load ``model_path`` into it; refuse the KDSR teacher."""
-    kwargs = dict(network_opt)
-    arch_type = kwargs.pop('type')
-    if arch_type == 'KDSRTeacher':
+    if network_opt.get('type') == 'KDSRTeacher':
         raise InferError(f'{source}: network type KDSRTeacher: {TEACHER_REFUSAL}')
-    state, _ = read_state_dict(str(model_path), param_key)
+    state, used = read_state_dict(str(model_path), param_key)
     encoder_in = state.get('E.E.0.weight')
     if encoder_in is not None and encoder_in.dim() == 4 and encoder_in.shape[1] > 3:
         raise InferError(f'{model_path} is a KDSR teacher checkpoint (E.E.0.weight takes {encoder_in.shape[1]} '
                          f'input channels): {TEACHER_REFUSAL}')
-    registered = arch_type if arch_type in ARCH_REGISTRY else f'{arch_type}_basicsr'  # BasicSR's own suffix
-    if registered not in ARCH_REGISTRY:
-        raise InferError(f'{source}: unknown network type {arch_type!r}.')
-    try:
-        net = ARCH_REGISTRY.get(registered)(**kwargs)
-    except TypeError as err:
-        raise InferError(f'{source}: bad arguments for {arch_type}: {err}') from err
-    load_weights(net, str(model_path), param_key)
+    net = instantiate_arch(network_opt, source, InferError)
+    load_state(net, state, f'{model_path} (key {used or "raw"})')
     return net.eval()
 
 

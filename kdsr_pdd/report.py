@@ -38,10 +38,9 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdsr_pdd.cli import OptionError, parse_size, read_yaml_mapping
+from kdsr_pdd.cli import OptionError, arch_class, instantiate_arch, parse_size, read_yaml_mapping
 from kdsr_pdd.infer import network_scale
 
 SECTIONS = ('network_g', 'teacher_network', 'reference_network')
@@ -73,18 +72,9 @@ class Variant:
 
 
 # ------------------------------------------------------------------------------------- option files
-def _arch_class(network_opt, where):
-    if not isinstance(network_opt, dict) or 'type' not in network_opt:
-        raise ReportError(f'{where}: expected a mapping with a type.')
-    try:
-        return ARCH_REGISTRY.get(network_opt['type'])
-    except KeyError as err:
-        raise ReportError(f'{where}: network type {network_opt["type"]!r} is not a registered arch.') from err
-
-
 def canonical_key(network_opt, where):
     """The identity of a network section: its type and all constructor arguments, defaults filled in."""
-    cls = _arch_class(network_opt, where)
+    cls = arch_class(network_opt, where, ReportError)
     kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
     try:
         bound = inspect.signature(cls).bind(**kwargs)
@@ -119,9 +109,8 @@ def collect_variants(paths):
 # --------------------------------------------------------------------------------------- measures
 def build_network(network_opt, device):
     """Instantiate ``network_opt`` (type + keyword arguments) on ``device`` ('meta' allocates nothing)."""
-    kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
     with torch.device(device):
-        net = _arch_class(network_opt, 'network')(**kwargs)
+        net = instantiate_arch(network_opt, 'network', ReportError)
     return net.eval()
 
 
