@@ -21,10 +21,10 @@ import random
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment, mod_crop
 from basicsr.utils import FileClient, imfrombytes, img2tensor, imwrite, tensor2img
+from basicsr.utils.img_process_util import filter2D
 from basicsr.utils.matlab_functions import calculate_weights_indices
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
@@ -111,7 +111,7 @@ def blur(x, kernels):
     Returns:
         Tensor: [B, C, H, W].
     """
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     if kernels.dim() != 3 or kernels.shape[0] != b or kernels.shape[1] != kernels.shape[2] \
             or kernels.shape[1] % 2 == 0:
         raise ValueError(f'blur: kernels must be [B={b}, k, k] with k odd, got {tuple(kernels.shape)}')
@@ -119,10 +119,7 @@ def blur(x, kernels):
     if pad >= h or pad >= w:
         raise ValueError(f'blur: a {kernels.shape[1]}x{kernels.shape[1]} kernel needs images larger than '
                          f'{pad} pixels per side for reflection padding, got {h}x{w}')
-    padded = F.pad(x, (pad, pad, pad, pad), mode='reflect')
-    weight = kernels.to(x.dtype).repeat_interleave(c, dim=0).unsqueeze(1)  # [B*C, 1, k, k]
-    out = F.conv2d(padded.reshape(1, b * c, h + 2 * pad, w + 2 * pad), weight, groups=b * c)
-    return out.view(b, c, h, w)
+    return filter2D(x, kernels.to(x.dtype))  # BasicSR's per-sample reflection-padded blur
 
 
 @functools.lru_cache(maxsize=32)

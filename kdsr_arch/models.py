@@ -46,17 +46,15 @@ from kdsr_pdd.vgg import vgg19_weights
 
 STAGES = ('teacher', 'student', 'gan')
 DEGRADATIONS = ('classic', 'realesrgan')
-# Loss options each stage accepts (train.<key>); the others would be silently ignored, so they are refused.
-STAGE_LOSSES = {
-    'teacher': ('pixel_opt', ),
-    'student': ('pixel_opt', 'kd_opt'),
-    'gan': ('pixel_opt', 'kd_opt', 'perceptual_opt', 'gan_opt'),
-}
+# Loss options each stage needs (train.<key>); the GAN stage may add perceptual_opt. Others would be
+# silently ignored, so they are refused.
 REQUIRED_LOSSES = {
     'teacher': ('pixel_opt', ),
     'student': ('pixel_opt', 'kd_opt'),
     'gan': ('pixel_opt', 'kd_opt', 'gan_opt'),
 }
+STAGE_LOSSES = {stage: required + (('perceptual_opt', ) if stage == 'gan' else ())
+                for stage, required in REQUIRED_LOSSES.items()}
 # Top-level options read by BasicSR's second-order synthesis (RealESRNetModel / RealESRGANModel.feed_data).
 REALESRGAN_OPTIONS = ('gt_size', 'resize_prob', 'resize_range', 'gaussian_noise_prob', 'noise_range',
                       'poisson_scale_range', 'gray_noise_prob', 'jpeg_range', 'second_blur_prob', 'resize_prob2',

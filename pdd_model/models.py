@@ -149,8 +149,7 @@ class PDDModel(SRGANModel):
 
     def _optimize_generator(self, distill, loss_dict):
         """One student update; returns S(lq) [B,3,H,W]. Distillation terms only when ``distill``."""
-        for p in self.net_d.parameters():
-            p.requires_grad = False
+        self.net_d.requires_grad_(False)
         self.optimizer_g.zero_grad()
         sizes = [self.lq.size(0), self.lq_real.size(0)]
         lq_all = torch.cat([self.lq, self.lq_real])
