@@ -226,10 +226,10 @@ def apply():
     from basicsr.models.sr_model import SRModel
     from basicsr.models.srgan_model import SRGANModel
 
-    from kdsr_pdd.vgg import _LocalVGGFactory
+    from kdsr_pdd.vgg import local_basicsr_vgg
 
     # VGGFeatureExtractor downloads VGG19 when its one relative path is absent; read local weights instead.
-    basicsr.archs.vgg_arch.vgg = _LocalVGGFactory()
+    basicsr.archs.vgg_arch.vgg = local_basicsr_vgg()
     basicsr.train.load_resume_state = _load_resume_state_on_any_device
     for module in (basicsr.utils, basicsr.utils.misc, basicsr.train, basicsr.test):
         module.make_exp_dirs = _make_output_dirs

@@ -46,7 +46,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from torchvision import models as tv_models
 
 from kdsr_pdd.checkpoints import CheckpointError, load_weights, read_state_dict
-from kdsr_pdd.vgg import WeightsNotFoundError, load_vgg_state
+from kdsr_pdd.vgg import LocalTorchvisionModels, WeightsNotFoundError
 
 BACKBONE_FILES = {'alex': 'alexnet-owt-7be5be79.pth', 'vgg': 'vgg16-397923af.pth'}
 DISTS_FILE = 'DISTS_weights-f5e65c96.pth'
@@ -99,28 +99,10 @@ def _read_entries(path, keys, metric):
     return {k: state[k] for k in keys}
 
 
-class _LocalTorchvision:
-    """Stands in for ``torchvision.models`` inside a pyiqa arch module while it builds: a constructor called with
-    ``weights=...`` builds the network without weights and loads the local file instead of downloading."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __getattr__(self, name):
-        constructor = getattr(tv_models, name)
-
-        def build(weights=None, **kwargs):
-            if name.startswith('vgg'):
-                kwargs.setdefault('init_weights', False)  # skip the slow init: only the loaded features are used
-            return load_vgg_state(constructor(weights=None, **kwargs), self.path)
-
-        return build
-
-
 @contextlib.contextmanager
 def _torchvision_from(arch_module, path):
     original = arch_module.models
-    arch_module.models = _LocalTorchvision(path)
+    arch_module.models = LocalTorchvisionModels(tv_models, lambda name: path)
     try:
         yield
     finally:

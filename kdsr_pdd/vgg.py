@@ -57,8 +57,8 @@ def find_vgg19_weights():
         'Nothing is downloaded.')
 
 
-def load_vgg_state(net, path):
-    """Load a full torchvision VGG state dict, or a features-only one, strictly into ``net``."""
+def load_features_state(net, path):
+    """Load a full torchvision state dict, or a ``features.*``-only one (VGG, AlexNet), strictly into ``net``."""
     state = torch.load(path, map_location='cpu', weights_only=True)
     if all(k.startswith('features.') for k in state):
         net.features.load_state_dict({k[len('features.'):]: v for k, v in state.items()}, strict=True)
@@ -67,23 +67,41 @@ def load_vgg_state(net, path):
     return net
 
 
-class _LocalVGGFactory:
-    """Stands in for ``torchvision.models.vgg`` inside basicsr.archs.vgg_arch: ``vgg19(pretrained=True)``
-    reads local weights instead of downloading."""
+class LocalTorchvisionModels:
+    """Stands in for a torchvision models module inside a library that would download pretrained weights.
+
+    ``<name>(pretrained=True)`` or ``<name>(weights=...)`` builds the network without weights and loads
+    the local file ``weights_file(name)`` instead; without either it is torchvision's constructor.
+    """
+
+    def __init__(self, module, weights_file):
+        self.module, self.weights_file = module, weights_file
 
     def __getattr__(self, name):
-        constructor = getattr(tv_vgg, name)
+        constructor = getattr(self.module, name)
 
-        def build(pretrained=False, **kwargs):
-            if pretrained and name != 'vgg19':
-                raise WeightsNotFoundError(f'vgg_type {name}: only VGG19 ImageNet weights are read from local files '
-                                           '(path.vgg19_weights); use vgg_type vgg19. Nothing is downloaded.')
-            if not pretrained:
+        def build(pretrained=False, weights=None, **kwargs):
+            if not (pretrained or weights):
                 return constructor(weights=None, **kwargs)
-            net = constructor(weights=None, init_weights=False, **kwargs)  # overwritten right away
-            return load_vgg_state(net, find_vgg19_weights())
+            path = self.weights_file(name)
+            if name.startswith('vgg'):
+                kwargs.setdefault('init_weights', False)  # overwritten right away
+            return load_features_state(constructor(weights=None, **kwargs), path)
 
         return build
+
+
+def _basicsr_vgg_file(name):
+    """The weight file for BasicSR's ``VGGFeatureExtractor(vgg_type=name)``: VGG19 only."""
+    if name != 'vgg19':
+        raise WeightsNotFoundError(f'vgg_type {name}: only VGG19 ImageNet weights are read from local files '
+                                   '(path.vgg19_weights); use vgg_type vgg19. Nothing is downloaded.')
+    return find_vgg19_weights()
+
+
+def local_basicsr_vgg():
+    """The stand-in for ``torchvision.models.vgg`` inside ``basicsr.archs.vgg_arch`` (see the module doc)."""
+    return LocalTorchvisionModels(tv_vgg, _basicsr_vgg_file)
 
 
 def random_vgg19_features_file(path, seed=0):
