@@ -17,11 +17,11 @@ import argparse
 import glob
 import os
 import os.path as osp
-import re
 import subprocess
 import sys
 
 from kdsr_pdd.demo_data import build_demo_data
+from kdsr_pdd.tables import load_experiment
 from kdsr_pdd.vgg import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -66,22 +66,10 @@ def _vgg_environment(workdir):
     return env
 
 
-def _metrics(log_text):
-    """{dataset: {metric: value}} from a BasicSR validation/test log."""
-    results, dataset = {}, None
-    for line in log_text.splitlines():
-        match = re.search(r'Validation (\S+)', line)
-        if match:
-            dataset = match.group(1)
-        match = re.search(r'# (\w+): ([-\d.]+)', line)
-        if match and dataset:
-            results.setdefault(dataset, {})[match.group(1)] = float(match.group(2))
-    return results
-
-
-def _latest_log(folder, prefix):
-    logs = sorted(glob.glob(osp.join(folder, f'{prefix}_*.log')), key=osp.getmtime)
-    return open(logs[-1], encoding='utf-8').read() if logs else ''
+def _print_metrics(label, folder):
+    """One line per dataset with the last validation figures of ``folder``'s newest BasicSR log."""
+    for dataset, values in load_experiment(folder).results.items():
+        print(f'   {label} [{dataset}]: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
 
 
 def main(argv=None):
@@ -108,16 +96,13 @@ def main(argv=None):
         print(f'\n== {title}', flush=True)
         _run(['kdsr_pdd.train', '-opt', osp.join(OPTIONS, option_file)] + force, workdir, env)
         exp = osp.join(workdir, 'experiments', name)
-        for dataset, values in _metrics(_latest_log(exp, 'train')).items():
-            print(f'   validation {dataset}: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+        _print_metrics('validation', exp)
         print(f'   checkpoint: {osp.join(exp, "models", "net_g_latest.pth")}')
 
     print('\n== Tests', flush=True)
     for title, option_file, name in TESTS:
         _run(['kdsr_pdd.test', '-opt', osp.join(OPTIONS, option_file)], workdir, env)
-        results = _metrics(_latest_log(osp.join(workdir, 'results', name), 'test'))
-        for dataset, values in results.items():
-            print(f'   {title} [{dataset}]: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+        _print_metrics(title, osp.join(workdir, 'results', name))
         print(f'   SR images: {osp.join(workdir, "results", name, "visualization")}')
 
     print('\n== Report, tables, figure', flush=True)

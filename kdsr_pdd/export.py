@@ -58,8 +58,6 @@ def compare_onnx(net, onnx_path, sizes, in_channels=3, seed=0):
     return diffs
 
 
-
-
 def build_parser():
     parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.export', description=__doc__.split('\n')[0])
     parser.add_argument('--model', '-m', required=True, help='checkpoint (.pth) to export')

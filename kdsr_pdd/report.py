@@ -273,8 +273,6 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
 
 
 # -------------------------------------------------------------------------------------------- CLI
-
-
 def _positive(text):
     value = int(text)
     if value < 1:
