@@ -22,17 +22,12 @@ import cv2
 from basicsr.utils import scandir
 
 from kdsr_arch.data import build_aniso_noise, build_gaussian8
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+from kdsr_pdd.checkpoints import few_names
+from kdsr_pdd.infer import IMAGE_EXTENSIONS
 
 
 class BenchmarkError(ValueError):
     """Input folders or values that cannot make a benchmark; the message names the file or option."""
-
-
-def _few(names, n=5):
-    more = f' (+{len(names) - n} more)' if len(names) > n else ''
-    return ', '.join(names[:n]) + more
 
 
 def _index_images(folder, suffix, option):
@@ -58,8 +53,8 @@ def pair_images(hr_dir, lr_dir, hr_suffix='', lr_suffix=''):
     hr, lr = _index_images(hr_dir, hr_suffix, '--hr'), _index_images(lr_dir, lr_suffix, '--lr')
     no_lr, no_hr = sorted(set(hr) - set(lr)), sorted(set(lr) - set(hr))
     if no_lr or no_hr:
-        problems = [f'{len(no_lr)} HR image(s) without LR in {lr_dir}: {_few(no_lr)}'] if no_lr else []
-        problems += [f'{len(no_hr)} LR image(s) without HR in {hr_dir}: {_few(no_hr)}'] if no_hr else []
+        problems = [f'{len(no_lr)} HR image(s) without LR in {lr_dir}: {few_names(no_lr)}'] if no_lr else []
+        problems += [f'{len(no_hr)} LR image(s) without HR in {hr_dir}: {few_names(no_hr)}'] if no_hr else []
         raise BenchmarkError(f'HR and LR names do not pair (stems after removing --hr-suffix {hr_suffix!r} / '
                              f'--lr-suffix {lr_suffix!r}): ' + '; '.join(problems) + '.')
     return [(stem, hr[stem], lr[stem]) for stem in sorted(hr)]

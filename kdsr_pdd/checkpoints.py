@@ -73,19 +73,20 @@ def load_state(net, state, source, strict=True):
         missing, unexpected = sorted(set(current) - set(state)), sorted(set(state) - set(current))
         if missing or unexpected:
             raise CheckpointError(f'{source} does not fit {type(net).__name__}: '
-                                  f'missing {_few(missing)}; unexpected {_few(unexpected)}.')
+                                  f'missing {few_names(missing)}; unexpected {few_names(unexpected)}.')
         if wrong_shape:
             k = wrong_shape[0]
             raise CheckpointError(f'{source}: shape mismatch for {len(wrong_shape)} keys, e.g. {k}: checkpoint '
                                   f'{tuple(state[k].shape)} vs network {tuple(current[k].shape)}.')
     elif wrong_shape:
         logging.getLogger('basicsr').warning(
-            f'{source}: not loading {len(wrong_shape)} entries of another shape: {_few(wrong_shape)}')
+            f'{source}: not loading {len(wrong_shape)} entries of another shape: {few_names(wrong_shape)}')
         state = {k: v for k, v in state.items() if k not in wrong_shape}
     net.load_state_dict(state, strict=strict)
 
 
-def _few(keys, n=5):
+def few_names(keys, n=5):
+    """``'a, b, c (+2 more)'`` for messages; ``'none'`` for an empty list."""
     if not keys:
         return 'none'
     more = f' (+{len(keys) - n} more)' if len(keys) > n else ''
