@@ -1,6 +1,3 @@
 """KDSR (ICLR 2023): knowledge-distilled implicit degradation representations for blind SR."""
-from kdsr_pdd import compat as _compat
-
-_compat.apply()
-
-from kdsr_arch import archs, data, losses, models  # noqa: E402,F401  (register into BasicSR)
+import kdsr_pdd  # noqa: F401  (mends BasicSR 1.4.2 before the modules below import it)
+from kdsr_arch import archs, data, losses, models  # noqa: F401  (register into BasicSR)

@@ -1,6 +1,3 @@
 """PDD (ECCV 2024): pairwise distance distillation for unsupervised real-world SR adaptation."""
-from kdsr_pdd import compat as _compat
-
-_compat.apply()
-
-from pdd_model import color, data, losses, models  # noqa: E402,F401  (register into BasicSR)
+import kdsr_pdd  # noqa: F401  (mends BasicSR 1.4.2 before the modules below import it)
+from pdd_model import color, data, losses, models  # noqa: F401  (register into BasicSR)
