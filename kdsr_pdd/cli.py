@@ -1,8 +1,11 @@
-"""Shared command-line plumbing: check an option file before BasicSR reads it.
+"""Shared command-line plumbing of the plugin's entry points.
 
-BasicSR answers a wrong path deep inside a worker process; here a missing option file, an
-unreadable YAML or a missing data folder / pretrained checkpoint ends the run with one line that
-names the option to fix.
+* :func:`run_pipeline` checks an option file (with ``--force_yml`` applied) before BasicSR reads it:
+  BasicSR answers a wrong path deep inside a worker process; here a missing option file, an
+  unreadable YAML or a missing data folder / pretrained checkpoint ends the run with one line that
+  names the option to fix.
+* :func:`read_yaml_mapping`, :func:`arch_class` / :func:`instantiate_arch` and :func:`parse_size`
+  serve the other commands (infer, export, report, figures) with the same clear errors.
 """
 import argparse
 import os.path as osp

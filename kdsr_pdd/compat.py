@@ -126,7 +126,6 @@ def _make_output_dirs(opt):
 
     if opt.get('rank', 0) != 0:  # rank 0 makes (and archives) the folders, as in BasicSR
         return
-
     mkdir_and_rename(opt['path']['experiments_root' if opt['is_train'] else 'results_root'])
     for key in _OUTPUT_FOLDERS:
         if opt['path'].get(key):
