@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
@@ -16,9 +16,10 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 demo: install
-	$(PY) -m kdsr_pdd.demo
+	$(PY) -m kdsr_pdd demo
 
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
 clean:

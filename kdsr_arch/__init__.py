@@ -1,3 +1,10 @@
-"""KDSR (ICLR 2023): knowledge-distilled implicit degradation representations for blind SR."""
-import kdsr_pdd  # noqa: F401  (mends BasicSR 1.4.2 before the modules below import it)
-from kdsr_arch import archs, data, losses, models  # noqa: F401  (register into BasicSR)
+"""KDSR (ICLR 2023): knowledge-distilled implicit degradation representations for blind SR.
+
+Importing the package registers its archs, loss, dataset and models into BasicSR's registries (after
+:func:`kdsr_pdd.runtime.prepare_basicsr` has made BasicSR 1.4.2 ready).
+"""
+from kdsr_pdd.runtime import prepare_basicsr
+
+prepare_basicsr()
+
+from kdsr_arch import archs, data, families, losses, models  # noqa: E402,F401  (register into BasicSR)

@@ -201,16 +201,31 @@ class KDSRGenerator(nn.Module):
         return self.add_mean(self.tail(res + x))
 
 
+def _check_sizes(name, **sizes):
+    bad = {k: v for k, v in sizes.items() if not (isinstance(v, int) and not isinstance(v, bool) and v > 0)}
+    if bad:
+        raise ValueError(f'{name}: ' + ', '.join(f'{k} must be a positive integer, got {v!r}' for k, v in bad.items()))
+    if sizes.get('scale') not in (None, 2, 3, 4):
+        raise ValueError(f'{name}: scale must be 2, 3 or 4, got {sizes["scale"]}')
+
+
 @ARCH_REGISTRY.register()
 class KDSRTeacher(nn.Module):
     """KDSR teacher (KDSR_T): the encoder ``E`` sees LR and HR; lq [B,3,h,w], gt [B,3,s*h,s*w] in [0,1].
 
-    ``forward(lq, gt) -> sr [B,3,s*h,s*w]``; ``forward_with_idr(lq, gt) -> (sr, idr [B,4C])``;
-    ``encode(lq, gt) -> (z [B,C], idr [B,4C])``. Defaults are the classic M size at x4.
+    ``forward(lq, gt) -> sr [B,3,s*h,s*w]``, or ``(sr, idr [B,4C])`` with ``return_idr=True``;
+    ``encode(lq, gt) -> (z [B,C], idr [B,4C])``. Train and eval mode compute the same thing.
+
+    Args:
+        n_feats: width C of G and of the encoder. Default: 64 (classic M size).
+        n_blocks: IDR-DCRBs in G. Default: 53.
+        n_encoder_res: ResBlocks in the encoder. Default: 9.
+        scale: upscaling factor, 2, 3 or 4. Default: 4.
     """
 
-    def __init__(self, n_feats=64, n_blocks=53, n_encoder_res=9, scale=4):
+    def __init__(self, n_feats: int = 64, n_blocks: int = 53, n_encoder_res: int = 9, scale: int = 4):
         super().__init__()
+        _check_sizes('KDSRTeacher', n_feats=n_feats, n_blocks=n_blocks, n_encoder_res=n_encoder_res, scale=scale)
         self.scale = scale
         self.G = KDSRGenerator(n_feats, n_blocks, scale)
         self.E = KDIDE(3 + 3 * scale * scale, n_feats, n_encoder_res)
@@ -223,25 +238,29 @@ class KDSRTeacher(nn.Module):
                              f'{tuple(lq.shape)}, got {tuple(gt.shape)}')
         return self.E(torch.cat([lq, F.pixel_unshuffle(gt, self.scale)], dim=1))
 
-    def forward_with_idr(self, lq, gt):
+    def forward(self, lq, gt, return_idr=False):
         z, idr = self.encode(lq, gt)
-        return self.G(lq, z), idr
-
-    def forward(self, lq, gt):
-        return self.forward_with_idr(lq, gt)[0]
+        sr = self.G(lq, z)
+        return (sr, idr) if return_idr else sr
 
 
 @ARCH_REGISTRY.register()
 class KDSRStudent(nn.Module):
     """KDSR student (KDSR_S): the encoder ``E_st`` sees only the LR; lq [B,3,h,w] in [0,1].
 
-    ``forward(lq) -> sr [B,3,s*h,s*w]``; ``forward_with_idr(lq) -> (sr, idr [B,4C])``;
-    ``encode(lq) -> (z [B,C], idr [B,4C])``. Defaults are the classic M size at x4
-    (L: n_feats=128, n_blocks=28, n_encoder_res=5; KDSR-GAN: 128, 42, 6).
+    ``forward(lq) -> sr [B,3,s*h,s*w]``, or ``(sr, idr [B,4C])`` with ``return_idr=True`` (what the
+    distillation loss needs, also through a DDP wrapper); ``encode(lq) -> (z [B,C], idr [B,4C])``.
+
+    Args:
+        n_feats: width C. Default: 64 (classic M; L: 128, KDSR-GAN: 128).
+        n_blocks: IDR-DCRBs in G. Default: 53 (L: 28, KDSR-GAN: 42).
+        n_encoder_res: ResBlocks in the encoder. Default: 9 (L: 5, KDSR-GAN: 6).
+        scale: upscaling factor, 2, 3 or 4. Default: 4.
     """
 
-    def __init__(self, n_feats=64, n_blocks=53, n_encoder_res=9, scale=4):
+    def __init__(self, n_feats: int = 64, n_blocks: int = 53, n_encoder_res: int = 9, scale: int = 4):
         super().__init__()
+        _check_sizes('KDSRStudent', n_feats=n_feats, n_blocks=n_blocks, n_encoder_res=n_encoder_res, scale=scale)
         self.scale = scale
         self.G = KDSRGenerator(n_feats, n_blocks, scale)
         self.E_st = KDIDE(3, n_feats, n_encoder_res)
@@ -249,9 +268,7 @@ class KDSRStudent(nn.Module):
     def encode(self, lq):
         return self.E_st(lq)
 
-    def forward_with_idr(self, lq):
+    def forward(self, lq, return_idr=False):
         z, idr = self.encode(lq)
-        return self.G(lq, z), idr
-
-    def forward(self, lq):
-        return self.forward_with_idr(lq)[0]
+        sr = self.G(lq, z)
+        return (sr, idr) if return_idr else sr

@@ -18,7 +18,7 @@ class IDRDistillationLoss(nn.Module):
     The teacher IDR is detached: gradients flow to the student only. The result is scaled by ``loss_weight``.
     """
 
-    def __init__(self, loss_weight=1.0, criterion='kl', temperature=0.15):
+    def __init__(self, loss_weight: float = 1.0, criterion: str = 'kl', temperature: float = 0.15):
         super().__init__()
         if criterion not in CRITERIA:
             raise ValueError(f'IDRDistillationLoss: unknown criterion {criterion!r}; choose one of {CRITERIA}')

@@ -1,16 +1,12 @@
-"""Runtime shell of the KDSR / PDD BasicSR plugin.
+"""Runtime shell of the KDSR / PDD BasicSR plugin: BasicSR mends, shared library modules and the commands.
 
-``import kdsr_pdd`` mends BasicSR 1.4.2 for today's stack (:mod:`kdsr_pdd.compat`) and registers
-every architecture, model, dataset, loss and metric of :mod:`kdsr_arch` and :mod:`pdd_model` into
-BasicSR's registries.
+Importing this package only arranges that ``import basicsr`` works on today's torchvision (a lazy import
+alias, :func:`kdsr_pdd.compat.install_functional_tensor_alias`); :mod:`kdsr_pdd.plugin` registers the
+method packages (:mod:`kdsr_arch`, :mod:`pdd_model`) into BasicSR's registries, and the commands under
+:mod:`kdsr_pdd.commands` import what they use.
 """
-from kdsr_pdd import compat
+from kdsr_pdd.compat import install_functional_tensor_alias
 
-compat.apply()
+install_functional_tensor_alias()
 
-import kdsr_arch  # noqa: E402,F401  (registers KDSR components)
-import pdd_model  # noqa: E402,F401  (registers PDD components)
-from kdsr_pdd import realesrgan_bases  # noqa: E402,F401
-from kdsr_pdd import metrics  # noqa: E402,F401  (registers pyiqa metrics)
-
-__version__ = '0.1.0'
+__version__ = '0.2.0'

@@ -8,28 +8,77 @@ Layout under ``root`` (default ``datasets/demo``)::
     val/lr_bicubic_x4/*.png   their MATLAB-bicubic x4 LR (BasicSR's imresize)
     val/gaussian8_x4/         KDSR's Gaussian8 x4 set of the held-out crops (kdsr_arch.data.build_gaussian8)
     real/train_lr/*.png       the "real" target domain for PDD: the training photos degraded by one fixed,
-                              seeded camera-like pipeline (pdd_model.data.camera_domain_degradation);
+                              seeded camera-like pipeline (:func:`camera_domain_degradation`);
                               used unpaired, as unlabeled real LR
     real/val/{hr,lr}/*.png    the held-out crops and their camera-domain LR (paired, for PSNR/SSIM)
 
 Every file is a deterministic function of the shipped photos; building twice writes the same bytes.
 """
+import math
 import os
 import os.path as osp
 
 import cv2
 import numpy as np
 import skimage
+from basicsr.data.degradations import bivariate_Gaussian
 from basicsr.utils.matlab_functions import imresize
 
-from kdsr_arch.data import build_gaussian8
-from pdd_model.data import camera_domain_degradation
+from kdsr_arch.benchmarks import build_gaussian8
 
 TRAIN_PHOTOS = ('astronaut.png', 'chelsea.png', 'rocket.jpg', 'hubble_deep_field.jpg', 'motorcycle_left.png',
                 'ihc.png')
 VAL_PHOTOS = ('coffee.png', 'retina.jpg')
 VAL_SIZE = 128
 SCALE = 4
+
+
+# Fixed parameters of camera_domain_degradation (see its docstring).
+CAMERA_BLUR_SIGMAS_PER_SCALE = (0.4, 0.2)  # anisotropic Gaussian std (HR pixels) per unit of scale
+CAMERA_BLUR_THETA = math.pi / 6  # orientation of the long axis, radians
+CAMERA_SHOT_NOISE = 1.6e-3  # signal-dependent variance slope: var = a * x + b**2
+CAMERA_READ_NOISE = 0.01  # signal-independent std b
+CAMERA_JPEG_QUALITY = 70
+
+
+def camera_domain_degradation(img, scale, seed):
+    """Fixed camera-like degradation: HR [H, W, 3] float32 RGB [0, 1] -> LR [H//s, W//s, 3] float32 RGB [0, 1].
+
+    Pipeline (parameters are the module constants ``CAMERA_*``):
+    1. optics: anisotropic Gaussian blur, std (0.4 s, 0.2 s) HR pixels rotated by 30 degrees
+       (BasicSR ``bivariate_Gaussian``, kernel 2*ceil(3*0.4 s)+1, reflect-101 borders);
+    2. sensor sampling: bottom/right remainder cropped to a multiple of ``s``, then ``s`` x ``s``
+       box averaging (``cv2.INTER_AREA``);
+    3. sensor noise, Poisson-Gaussian-like: x + n * sqrt(1.6e-3 * x + 0.01**2), n ~ N(0, 1)
+       i.i.d. per pixel and channel from ``numpy.random.default_rng(seed)``, clipped to [0, 1];
+    4. camera output: 8-bit JPEG at quality 70 (``cv2.imencode`` / ``cv2.imdecode``).
+    Only the noise depends on ``seed``; the same (img, scale, seed) always gives the same LR.
+    """
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'camera_domain_degradation: expected an [H, W, 3] RGB image, got shape {img.shape}.')
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f'camera_domain_degradation: scale must be a positive integer, got {scale}.')
+    scale = int(scale)
+    h, w = img.shape[0] // scale, img.shape[1] // scale
+    if h == 0 or w == 0:
+        raise ValueError(f'camera_domain_degradation: image {img.shape[:2]} is smaller than scale {scale}.')
+
+    sig_x, sig_y = (s * scale for s in CAMERA_BLUR_SIGMAS_PER_SCALE)
+    kernel = bivariate_Gaussian(2 * math.ceil(3 * sig_x) + 1, sig_x, sig_y, CAMERA_BLUR_THETA, isotropic=False)
+    blurred = cv2.filter2D(img.astype(np.float32), -1, kernel.astype(np.float32))
+    lr = cv2.resize(blurred[:h * scale, :w * scale], (w, h), interpolation=cv2.INTER_AREA)
+
+    rng = np.random.default_rng(seed)
+    lr = np.clip(lr, 0, 1)
+    std = np.sqrt(CAMERA_SHOT_NOISE * lr + CAMERA_READ_NOISE**2)
+    lr = np.clip(lr + rng.standard_normal(lr.shape) * std, 0, 1)
+
+    bgr = cv2.cvtColor(np.round(lr * 255.).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode('.jpg', bgr, [int(cv2.IMWRITE_JPEG_QUALITY), CAMERA_JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError('camera_domain_degradation: JPEG encoding failed.')
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.
 
 
 def read_shipped_photo(name):

@@ -46,7 +46,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from torchvision import models as tv_models
 
 from kdsr_pdd.checkpoints import CheckpointError, load_weights, read_state_dict
-from kdsr_pdd.vgg import LocalTorchvisionModels, WeightsNotFoundError
+from kdsr_pdd.weights import LocalTorchvisionModels, WeightsNotFoundError
 
 BACKBONE_FILES = {'alex': 'alexnet-owt-7be5be79.pth', 'vgg': 'vgg16-397923af.pth'}
 DISTS_FILE = 'DISTS_weights-f5e65c96.pth'
@@ -119,7 +119,7 @@ def _ready(model, device):
     return model.to(device).eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lpips_net(net, heads_path, backbone_path, device):
     from pyiqa.archs import lpips_arch
     heads = _read_entries(heads_path, [f'lin{i}.model.1.weight' for i in range(5)], 'calculate_lpips')
@@ -129,7 +129,7 @@ def _lpips_net(net, heads_path, backbone_path, device):
     return _ready(model, device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dists_net(weights_path, backbone_path, device):
     from pyiqa.archs import dists_arch
     weights = _read_entries(weights_path, ['alpha', 'beta'], 'calculate_dists')
@@ -139,7 +139,7 @@ def _dists_net(weights_path, backbone_path, device):
     return _ready(model, device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _musiq_net(weights_path, num_class, device):
     from pyiqa.archs import musiq_arch
     model = musiq_arch.MUSIQ(pretrained=False, num_class=num_class)
@@ -147,13 +147,13 @@ def _musiq_net(weights_path, num_class, device):
     return _ready(model, device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _nrqm_net(weights_path, test_y_channel, color_space):
     from pyiqa.archs import nrqm_arch
     return nrqm_arch.NRQM(test_y_channel=test_y_channel, color_space=color_space, pretrained_model_path=weights_path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _niqe_net(weights_path, test_y_channel, color_space):
     """pyiqa's NIQE with its pristine model from a .mat file, or from BasicSR's bundled parameters."""
     from pyiqa.archs import niqe_arch
@@ -167,7 +167,7 @@ def _niqe_net(weights_path, test_y_channel, color_space):
                              color_space=color_space, mu_pris_param=mu, cov_pris_param=cov)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _psnr_net(test_y_channel, color_space):
     from pyiqa.archs import psnr_arch
     return psnr_arch.PSNR(test_y_channel=test_y_channel, color_space=color_space)

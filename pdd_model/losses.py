@@ -6,6 +6,8 @@ Feature arguments are dicts ``layer name -> [B, C, h, w]`` (e.g. from BasicSR's
 "Student" is the network being trained, "reference" the frozen/EMA model; ``syn`` and ``real``
 are its predictions on synthetic and real-world LR inputs. Reference features are always detached.
 """
+from collections.abc import Sequence
+
 import pywt
 import torch
 import torch.nn.functional as F
@@ -72,7 +74,8 @@ class HaarWaveletLoss(nn.Module):
     forward(pred [B, C, H, W], target [B, C, H, W]) -> scalar; H and W must be even.
     """
 
-    def __init__(self, loss_weight=0.5, band_weights=(1.0, 0.1, 0.01), reduction='mean'):
+    def __init__(self, loss_weight: float = 0.5, band_weights: Sequence[float] = (1.0, 0.1, 0.01),
+                 reduction: str = 'mean'):
         super().__init__()
         _check_choice('reduction', reduction, ('mean', 'sum'))
         if len(band_weights) != 3:
@@ -183,8 +186,10 @@ class PairwiseDistanceDistillationLoss(nn.Module):
     intra: conv2_2 .1, conv3_4 .3, conv4_4 1, conv5_4 1, cross-entropy).
     """
 
-    def __init__(self, inter_layer_weights=None, intra_layer_weights=None, inter_weight=1.0, intra_weight=1.0,
-                 inter_mode='gram_change', intra_criterion='ce', eps=1e-6):
+    def __init__(self, inter_layer_weights: dict[str, float] | None = None,
+                 intra_layer_weights: dict[str, float] | None = None, inter_weight: float = 1.0,
+                 intra_weight: float = 1.0, inter_mode: str = 'gram_change', intra_criterion: str = 'ce',
+                 eps: float = 1e-6):
         super().__init__()
         _check_choice('inter_mode', inter_mode, INTER_MODES)
         _check_choice('intra_criterion', intra_criterion, INTRA_CRITERIA)
@@ -230,7 +235,7 @@ class NaiveDistillationLoss(nn.Module):
     Works on predictions or on one feature map.
     """
 
-    def __init__(self, loss_weight=1.0, criterion='l1'):
+    def __init__(self, loss_weight: float = 1.0, criterion: str = 'l1'):
         super().__init__()
         _check_choice('criterion', criterion, tuple(_PAIR_CRITERIA))
         self.loss_weight = loss_weight

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-import kdsr_pdd  # noqa: F401  (BasicSR mends before any test imports basicsr)
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

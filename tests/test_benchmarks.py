@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kdsr_arch.data import build_aniso_noise, build_gaussian8
-from kdsr_pdd import benchmarks
+from kdsr_arch.benchmarks import build_aniso_noise, build_gaussian8
+from kdsr_pdd.commands import benchmarks
 
 SCALE, SIZE = 2, 3
 
@@ -68,7 +68,8 @@ def test_crops_pair_with_basicsr_dataset(paired):
     from basicsr.data.paired_image_dataset import PairedImageDataset
     tmp_path, _ = paired
     _crops(tmp_path)
-    dataset = PairedImageDataset({'dataroot_gt': str(tmp_path / 'out' / 'HR'), 'dataroot_lq': str(tmp_path / 'out' / 'LR'),
+    out = tmp_path / 'out'
+    dataset = PairedImageDataset({'dataroot_gt': str(out / 'HR'), 'dataroot_lq': str(out / 'LR'),
                                   'filename_tmpl': '{}', 'io_backend': {'type': 'disk'}, 'phase': 'val',
                                   'scale': SCALE})
     assert len(dataset) == 14
@@ -99,7 +100,7 @@ def test_crops_errors(paired):
 
 def test_crops_cli_exit_status(paired):
     tmp_path, _ = paired
-    result = subprocess.run([sys.executable, '-m', 'kdsr_pdd.benchmarks', 'crops', '--hr', str(tmp_path / 'HR'),
+    result = subprocess.run([sys.executable, '-m', 'kdsr_pdd', 'benchmarks', 'crops', '--hr', str(tmp_path / 'HR'),
                              '--lr', str(tmp_path / 'LR'), '--out', str(tmp_path / 'o'), '--scale', '3'],
                             check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and 'error: HR and LR names do not pair' in result.stderr

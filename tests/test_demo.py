@@ -9,7 +9,7 @@ import cv2
 def test_demo_runs_every_stage_and_writes_the_report(tmp_path):
     env = dict(os.environ, TORCH_HOME=str(tmp_path / 'torch_home'), OMP_NUM_THREADS='1')
     env.pop('KDSR_PDD_VGG19', None)
-    out = subprocess.run([sys.executable, '-m', 'kdsr_pdd.demo', '--workdir', str(tmp_path), '--iters', '8'],
+    out = subprocess.run([sys.executable, '-m', 'kdsr_pdd', 'demo', '--workdir', str(tmp_path), '--iters', '8'],
                          env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     assert 'random-weight VGG19' in out.stdout  # no weights in this TORCH_HOME: announced stand-in

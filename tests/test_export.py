@@ -11,7 +11,7 @@ import yaml
 from basicsr.archs.rrdbnet_arch import RRDBNet
 
 from kdsr_arch.archs import KDSRStudent, KDSRTeacher
-from kdsr_pdd import export
+from kdsr_pdd.commands import export
 
 KDSR_TINY = dict(n_feats=8, n_blocks=2, n_encoder_res=1, scale=4)
 RRDB_TINY = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)

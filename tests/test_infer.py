@@ -8,12 +8,20 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-import kdsr_pdd  # noqa: F401  (mends BasicSR before it is imported)
 from basicsr.archs.rrdbnet_arch import RRDBNet
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_arch.archs import KDSRStudent, KDSRTeacher
-from kdsr_pdd.infer import Upscaler, main
+from kdsr_pdd.commands.infer import main
+from kdsr_pdd.networks import family_of
 from kdsr_pdd.tiling import tile_boxes, tiled_map, tiled_spatial_mean
+from kdsr_pdd.upscaler import Upscaler as _Upscaler
+
+
+def Upscaler(net, scale, **kwargs):  # noqa: N802  (the upscaler of a built network, described by its family)
+    info = family_of(type(net).__name__).info(net)
+    assert info.scale == scale
+    return _Upscaler(net, info, **kwargs)
 
 TINY_RRDB = dict(num_feat=8, num_block=1, num_grow_ch=4)
 TINY_KDSR = dict(n_feats=8, n_blocks=2, n_encoder_res=1, scale=4)
@@ -82,9 +90,9 @@ KDSR_FLAGS = ['--arch', 'KDSRStudent', '--arch-args', json.dumps(TINY_KDSR)]
 def test_tile_boxes_cover_every_pixel_once():
     h, w, tile, pad = 23, 30, 8, 3
     count = np.zeros((h, w), int)
-    for (t, b, l, r), (ct, cb, cl, cr) in tile_boxes(h, w, tile, pad):
-        count[t:b, l:r] += 1
-        assert (ct, cl) == (max(t - pad, 0), max(l - pad, 0)) and (cb, cr) == (min(b + pad, h), min(r + pad, w))
+    for (t, b, left, r), (ct, cb, cl, cr) in tile_boxes(h, w, tile, pad):
+        count[t:b, left:r] += 1
+        assert (ct, cl) == (max(t - pad, 0), max(left - pad, 0)) and (cb, cr) == (min(b + pad, h), min(r + pad, w))
     assert (count == 1).all()
 
 
@@ -177,17 +185,22 @@ def test_teacher_is_refused(tmp_path, capsys):
     assert 'KDSRTeacher' in err and 'needs the HR image' in err and 'student checkpoint' in err
     assert main([*base, 'KDSRStudent', '--arch-args', json.dumps(TINY_KDSR)]) == 2
     err = capsys.readouterr().err
-    assert 'teacher checkpoint' in err and 'E.E.0.weight' in err and 'student checkpoint' in err
+    assert 'KDSRTeacher checkpoint' in err and 'E.E.0.weight' in err and 'student checkpoint' in err
     assert not (tmp_path / 'out').exists()
 
 
 def test_missing_architecture_and_fp16_on_cpu_are_clear_errors(tmp_path, capsys):
+    from basicsr.archs.srresnet_arch import MSRResNet
+
     kdsr_checkpoint(tmp_path / 'w.pth')
+    torch.save({'params': MSRResNet(num_feat=4, num_block=1).state_dict()}, tmp_path / 'other.pth')
     write_rgb(tmp_path / 'd.png', image(24, 24))
     base = [str(tmp_path / 'd.png'), '-o', str(tmp_path / 'out'), '-m', str(tmp_path / 'w.pth')]
-    assert main(base) == 2
+    assert main([*base[:-1], str(tmp_path / 'other.pth')]) == 2
     err = capsys.readouterr().err
     assert 'cannot tell the architecture' in err and '--opt' in err and 'realesrgan-x4' in err
+    assert main(base) == 0  # a KDSR checkpoint is recognised from its keys and shapes
+    assert (tmp_path / 'out' / 'd_out.png').is_file()
     assert main([*base, *KDSR_FLAGS, '--fp16', '--device', 'cpu']) == 2
     assert '--fp16 needs a CUDA device' in capsys.readouterr().err
 
@@ -272,7 +285,7 @@ def test_color_correction_matches_input_statistics(tmp_path):
 def test_module_runs_as_subprocess(tmp_path):
     kdsr_checkpoint(tmp_path / 'w.pth')
     write_rgb(tmp_path / 'f.png', image(24, 24))
-    result = subprocess.run([sys.executable, '-m', 'kdsr_pdd.infer', str(tmp_path / 'f.png'), '-o',
+    result = subprocess.run([sys.executable, '-m', 'kdsr_pdd', 'infer', str(tmp_path / 'f.png'), '-o',
                              str(tmp_path / 'out'), '-m', str(tmp_path / 'w.pth'), *KDSR_FLAGS, '--tile', '16'],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

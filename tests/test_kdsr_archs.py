@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import kdsr_pdd  # noqa: F401  (registers the plugin)
 from basicsr.archs import build_network
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_arch import archs
 from kdsr_arch.archs import IDRDCRB, IDRDDC, KDIDE, KDSRStudent, KDSRTeacher, MeanShift
 from kdsr_pdd.checkpoints import CheckpointError, load_weights
@@ -249,7 +249,7 @@ def test_forward_shapes_and_explicit_returns(scale):
             getattr(net, mode)()
             sr = net(*args[net])
             assert isinstance(sr, torch.Tensor) and sr.shape == (2, 3, 6 * scale, 5 * scale)
-            sr2, idr = net.forward_with_idr(*args[net])
+            sr2, idr = net(*args[net], return_idr=True)
             z, idr2 = net.encode(*args[net])
             assert idr.shape == (2, 4 * c) and z.shape == (2, c)
             torch.testing.assert_close(sr2, sr)
@@ -291,8 +291,8 @@ def test_student_is_per_sample():
     student = KDSRStudent(**TINY).eval()
     lq = torch.rand(3, 3, 5, 6)
     with torch.no_grad():
-        sr, idr = student.forward_with_idr(lq)
-        singles = [student.forward_with_idr(lq[b:b + 1]) for b in range(3)]
+        sr, idr = student(lq, return_idr=True)
+        singles = [student(lq[b:b + 1], return_idr=True) for b in range(3)]
     torch.testing.assert_close(sr, torch.cat([s for s, _ in singles]), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(idr, torch.cat([i for _, i in singles]), rtol=1e-5, atol=1e-5)
 

@@ -8,15 +8,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-import kdsr_pdd  # noqa: F401  (compat mends + registration)
 from basicsr.data.paired_image_dataset import PairedImageDataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
-from kdsr_arch.data import (ClassicDegradation, add_gaussian_noise, anisotropic_gaussian_kernels, bicubic_downsample,
-                            blur, build_aniso_noise, build_gaussian8, classic_degrade, isotropic_gaussian_kernels,
-                            quantize_8bit)
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
+from kdsr_arch.benchmarks import build_aniso_noise, build_gaussian8
+from kdsr_arch.degradations import (
+    ClassicDegradation,
+    anisotropic_gaussian_kernels,
+    bicubic_downsample,
+    blur,
+    classic_degrade,
+    isotropic_gaussian_kernels,
+    quantize_8bit,
+)
 
 D = torch.float64
 
@@ -149,16 +156,21 @@ def test_quantize_8bit_exact():
 
 
 def test_gaussian_noise_std_per_sample():
-    torch.manual_seed(0)
-    x = torch.full((4, 3, 64, 64), 0.5, dtype=D)
+    """classic_degrade adds BasicSR's add_gaussian_noise_pt noise, one std per sample, from torch's RNG."""
+    delta = torch.zeros(4, 21, 21, dtype=D)
+    delta[:, 10, 10] = 1  # no blur: the LR is the bicubic downscale of a constant image, plus the noise
+    x = torch.full((4, 3, 256, 256), 128 / 255, dtype=D)  # on the 8-bit grid: quantisation keeps it
     levels = torch.tensor([0.0, 10.0, 20.0, 30.0], dtype=D)
-    noise = (add_gaussian_noise(x, levels) - x) * 255
+    torch.manual_seed(0)
+    noise = classic_degrade(x, delta, 4, levels) * 255 - 128
     assert torch.equal(noise[0], torch.zeros_like(noise[0]))
     for b in range(1, 4):
         assert noise[b].std().item() == pytest.approx(levels[b].item(), rel=0.04)
         assert abs(noise[b].mean().item()) < 0.05 * levels[b].item()
-    gen_a, gen_b = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(add_gaussian_noise(x, levels, gen_a), add_gaussian_noise(x, levels, gen_b))
+    torch.manual_seed(3)
+    first = classic_degrade(x, delta, 4, levels)
+    torch.manual_seed(3)
+    assert torch.equal(first, classic_degrade(x, delta, 4, levels))
 
 
 # ---------------------------------------------------------------------------------------- ClassicDegradation
@@ -169,7 +181,7 @@ def test_default_sigma_ranges_per_scale_and_option_errors():
     deg = ClassicDegradation.from_options({'kernel': 'aniso', 'noise_max': 25, 'lambda_range': [0.5, 3]}, scale=4)
     assert (deg.kernel, deg.noise_max, deg.lambda_range, deg.per_sample) == ('aniso', 25.0, (0.5, 3.0), True)
     assert ClassicDegradation.from_options(None, 2).sigma_range == (0.2, 2.0)
-    with pytest.raises(ValueError, match=r"unknown degradation option\(s\) \['noise'\]"):
+    with pytest.raises(ValueError, match=r"noise\n  unknown option; did you mean noise_max\?"):
         ClassicDegradation.from_options({'noise': 25}, 4)
     bad = [({'sigma_range': [3.0, 1.0]}, 'sigma_range'), ({'sigma_range': [0.0, 1.0]}, 'sigma_range'),
            ({'kernel': 'aniso', 'lambda_range': [1.0]}, 'lambda_range'), ({'kernel': 'gauss'}, 'kernel'),
@@ -360,9 +372,9 @@ def test_dataset_errors_name_file_and_option(tmp_path):
         _dataset(tmp_path / 'empty')
     with pytest.raises(ValueError, match="'dataroot_gt' is not a folder"):
         _dataset(tmp_path / 'missing')
-    with pytest.raises(ValueError, match="'gt_size' is required"):
+    with pytest.raises(ValueError, match="gt_size\n  Input should be a valid integer"):
         _dataset(tmp_path, gt_size=None)
-    with pytest.raises(ValueError, match=r"'gt_size' \(10\) must be a multiple of scale 4"):
+    with pytest.raises(ValueError, match=r"gt_size \(10\) must be a multiple of scale 4"):
         _dataset(tmp_path, gt_size=10, scale=4)
     (tmp_path / 'broken').mkdir()
     (tmp_path / 'broken' / 'notes.txt').write_text('not an image')

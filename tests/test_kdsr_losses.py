@@ -3,9 +3,9 @@ import math
 
 import pytest
 import torch
-
-import kdsr_pdd  # noqa: F401  (registers the plugin)
 from basicsr.losses import build_loss
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_arch.losses import IDRDistillationLoss
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 0.3]]

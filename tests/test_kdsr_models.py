@@ -1,6 +1,9 @@
-"""KDSRModel: teacher / student / GAN stages in-process (frozen teacher, G copy, EMA, encoder warm-up,
+"""KDSR models (teacher / student / KDSRNet / GAN schemes) in-process (frozen teacher, G copy, EMA, encoder warm-up,
 resume, loss values against hand computations) and end to end through the command-line entry points
 (training, auto-resume, 2-process CPU DDP, testing with a PSNR checked against a hand computation)."""
+import kdsr_pdd.plugin  # noqa: F401  (first: spawned DDP workers import this module before BasicSR)
+
+# isort: split
 import copy
 import os
 import re
@@ -11,15 +14,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-import kdsr_pdd  # noqa: F401  (registers the plugin)
 from basicsr.models import build_model
-from kdsr_arch.archs import KDSRStudent, KDSRTeacher
-from kdsr_arch.data import build_aniso_noise, build_gaussian8
-from kdsr_arch.models import check_train_options
-from kdsr_pdd.vgg import random_vgg19_features_file
-
 from conftest import free_port, run_entry, write_options
+
+from kdsr_arch.archs import KDSRStudent, KDSRTeacher
+from kdsr_arch.benchmarks import build_aniso_noise, build_gaussian8
+from kdsr_pdd.weights import random_vgg19_features_file
 
 OPTIONS = Path(__file__).resolve().parents[1] / 'options'
 
@@ -62,25 +62,29 @@ def vgg_file(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------------- options
+MODEL_TYPES = {'teacher': 'KDSRTeacherModel', 'student': 'KDSRStudentModel', 'gan': 'KDSRGANModel'}
+
+
 def train_options(name, stage, data_root, teacher=None, **train_extra):
     """A tiny classic-degradation training option dict (as written in a YAML file)."""
     opt = {
-        'name': name, 'model_type': 'KDSRModel', 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
-        'degradation': 'classic', 'classic_degradation': {'kernel': 'iso', 'sigma_range': [0.2, 4.0]},
+        'name': name, 'model_type': MODEL_TYPES[stage], 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+        'classic_degradation': {'kernel': 'iso', 'sigma_range': [0.2, 4.0]},
         'datasets': {'train': {
             'name': 'tiny', 'type': 'KDSRHRDataset', 'dataroot_gt': str(data_root / 'hr'), 'gt_size': GT_SIZE,
             'use_hflip': True, 'use_rot': True, 'io_backend': {'type': 'disk'}, 'num_worker_per_gpu': 0,
             'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1}},
         'network_g': {'type': 'KDSRTeacher' if stage == 'teacher' else 'KDSRStudent', **TINY},
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'stage': stage, 'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
                   'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5}, 'total_iter': 2,
                   'warmup_iter': -1, 'pixel_opt': dict(L1)},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
     }
     if stage != 'teacher':
-        opt['teacher_network'] = {'type': 'KDSRTeacher', **TINY}
-        opt['path'].update(pretrain_teacher=str(teacher), teacher_param_key='params_ema')
+        opt['network_teacher'] = {'type': 'KDSRTeacher', **TINY}
+        opt['path'].update(pretrain_network_teacher=str(teacher), param_key_teacher='params_ema',
+                           ignore_resume_networks=['network_teacher'])
         opt['train']['kd_opt'] = dict(KD)
     opt['train'].update(train_extra)
     return opt
@@ -105,12 +109,13 @@ def in_process(opt):
     return build_model(opt)
 
 
-def run_cli(opt, cwd, module='kdsr_pdd.train', args=(), nproc=None, env=None):
-    """Write ``opt`` to a YAML file in ``cwd``, run ``python -m module -opt it`` (under torchrun with
+def run_cli(opt, cwd, command='train', args=(), nproc=None, env=None):
+    """Write ``opt`` to a YAML file in ``cwd``, run ``python -m kdsr_pdd <command> -opt it`` (under torchrun with
     ``nproc`` processes); return stdout + stderr."""
     path = write_options(opt, Path(cwd) / f'{opt["name"]}.yml')
     launcher = ['--launcher', 'pytorch'] if nproc else []
-    result = run_entry([module, '-opt', path, *launcher, *args], cwd=cwd, timeout=300, env=env, nproc=nproc)
+    result = run_entry(['kdsr_pdd', command, '-opt', path, *launcher, *args], cwd=cwd, timeout=300, env=env,
+                       nproc=nproc)
     return result.stdout + result.stderr
 
 
@@ -167,7 +172,7 @@ def test_student_steps_leave_teacher_frozen_and_use_rec_plus_kd(tmp_path, data_r
     for it in (1, 2):
         model.feed_data({'gt': hr_batch(it)})
         with torch.no_grad():  # expected losses from the bare nets, before the step
-            sr, s_idr = model.net_g.forward_with_idr(model.lq)
+            sr, s_idr = model.net_g(model.lq, return_idr=True)
             t_idr = teacher.encode(model.lq, model.gt)[1]
         model.optimize_parameters(it)
         assert model.log_dict['l_pix'] == pytest.approx((sr - model.gt).abs().mean().item(), rel=1e-5)
@@ -249,15 +254,16 @@ def test_classic_feed_data_synthesises_quantised_lr_and_validation_is_paired(dat
 
 
 @pytest.mark.parametrize('change, message', [
-    (lambda o: o['train'].update(stage='distil'), 'train.stage'),
-    (lambda o: o.update(degradation='bicubic'), 'degradation'),
-    (lambda o: o['train'].update(kd_opt=dict(KD)), 'train.kd_opt'),
-    (lambda o: o['train'].pop('pixel_opt'), 'train.pixel_opt'),
-    (lambda o: o['network_g'].update(type='KDSRStudent'), 'network_g.type'),
-    (lambda o: o['classic_degradation'].update(blur='iso'), 'classic_degradation'),
-    (lambda o: o['train'].update(encoder_warmup_iters=5), 'encoder_warmup_iters'),
-    (lambda o: o['train'].update(stage='gan', kd_opt=dict(KD), gan_opt={'type': 'GANLoss'}), 'realesrgan'),
-    (lambda o: o.update(degradation='realesrgan', **REALESRGAN_DEGRADATION), 'gt_usm'),
+    (lambda o: o['train'].update(stage='distil'), 'train.stage: unknown option'),
+    (lambda o: o.update(degradation='bicubic'), 'degradation: unknown option'),
+    (lambda o: o['train'].update(kd_opt=dict(KD)), 'train.kd_opt: unknown option'),
+    (lambda o: o['train'].pop('pixel_opt'), 'train.pixel_opt: Field required'),
+    (lambda o: o['network_g'].update(type='KDSRStudent'), 'network_g: this model trains a KDSRTeacher'),
+    (lambda o: o['classic_degradation'].update(blur='iso'), 'classic_degradation.blur: unknown option'),
+    (lambda o: o['train'].update(encoder_warmup_iters=5), 'train.encoder_warmup_iters: unknown option'),
+    (lambda o: o.update(model_type='KDSRGANModel'), 'classic_degradation: unknown option'),
+    (lambda o: o.update(model_type='KDSRNetTeacherModel', **REALESRGAN_DEGRADATION),
+     'datasets.train.type: KDSRNetTeacherModel trains on RealESRGANDataset_basicsr'),
 ])
 def test_bad_options_name_the_option(data_root, change, message):
     opt = train_options('bad', 'teacher', data_root)
@@ -267,10 +273,11 @@ def test_bad_options_name_the_option(data_root, change, message):
 
 
 @pytest.mark.parametrize('change, message', [
-    (lambda o: o.pop('teacher_network'), 'teacher_network'),
-    (lambda o: o['path'].pop('pretrain_teacher'), 'path.pretrain_teacher'),
-    (lambda o: o['network_g'].update(n_blocks=3), 'n_blocks'),
-    (lambda o: o['train'].update(encoder_warmup_iters=5), 'encoder_warmup_lr'),
+    (lambda o: o.pop('network_teacher'), 'network_teacher: missing'),
+    (lambda o: o['path'].pop('pretrain_network_teacher'), 'path.pretrain_network_teacher: missing'),
+    (lambda o: o['path'].pop('ignore_resume_networks'), 'path.ignore_resume_networks: add network_teacher'),
+    (lambda o: o['network_g'].update(n_blocks=3), 'network_teacher.n_blocks: 2 differs from network_g.n_blocks = 3'),
+    (lambda o: o['train'].update(encoder_warmup_iters=5), 'train: encoder_warmup_lr: required'),
 ])
 def test_bad_student_options_name_the_option(tmp_path, data_root, change, message):
     random_teacher_file(tmp_path / 'teacher.pth')
@@ -357,12 +364,13 @@ def test_gan_run_realesrgan(runs, data_root, teacher_run, vgg_file):
                                         'perceptual_weight': 1.0, 'style_weight': 0, 'criterion': 'l1'},
                         gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla', 'real_label_val': 1.0,
                                  'fake_label_val': 0.0, 'loss_weight': 1.0})
-    opt.update(degradation='realesrgan', pre_degradation_crop=64, **REALESRGAN_DEGRADATION)
+    opt.update(**REALESRGAN_DEGRADATION)
     del opt['classic_degradation']
     opt['network_d'] = {'type': 'UNetDiscriminatorSN_basicsr', 'num_in_ch': 3, 'num_feat': 8, 'skip_connection': True}
     opt['datasets']['train'] = {'name': 'tiny_real', 'dataroot_gt': str(data_root / 'hr'),
                                 'meta_info': str(data_root / 'meta_info.txt'), 'num_worker_per_gpu': 0,
-                                'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, **REALESRGAN_DATASET}
+                                'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, **REALESRGAN_DATASET,
+                                'type': 'RealESRGANCropDataset', 'crop_pad_size': 80}
     run_cli(opt, runs, env={'KDSR_PDD_VGG19': str(vgg_file)})
     experiment = runs / 'experiments' / 'gan_realesrgan'
     checkpoint = torch.load(experiment / 'models' / 'net_g_2.pth', map_location='cpu', weights_only=True)
@@ -421,12 +429,12 @@ def test_cli_test_of_student_checkpoint_reports_psnr(runs, data_root, student_ru
     checkpoint = student_run[0] / 'models' / 'net_g_4.pth'
     sigmas = (1.8, 3.2)  # two test sets: the model must not switch to training synthesis after the first
     datasets, val = val_options(data_root, sigmas)
-    opt = {'name': 'test_student', 'model_type': 'KDSRModel', 'scale': 4, 'num_gpu': 0,
+    opt = {'name': 'test_student', 'model_type': 'KDSRStudentModel', 'scale': 4, 'num_gpu': 0,
            'datasets': {k.replace('val', 'test'): v for k, v in datasets.items()},
            'network_g': {'type': 'KDSRStudent', **TINY},
            'path': {'pretrain_network_g': str(checkpoint), 'param_key_g': 'params', 'strict_load_g': True},
            'val': val}
-    run_cli(opt, runs, module='kdsr_pdd.test')
+    run_cli(opt, runs, command='test')
     log = ''.join(p.read_text() for p in (runs / 'results' / 'test_student').glob('test_*.log'))
     net = KDSRStudent(**TINY).eval()
     net.load_state_dict(state(checkpoint))
@@ -460,17 +468,17 @@ def shrink(opt, tmp_path):
     and local stand-ins for its checkpoints."""
     assert opt['num_gpu'] == 'auto'
     opt['num_gpu'] = 0
-    for key in ('network_g', 'teacher_network'):
+    for key in ('network_g', 'network_teacher'):
         if key in opt:
             assert opt[key]['scale'] == opt['scale']
             opt[key].update(n_feats=8, n_blocks=2, n_encoder_res=1)
     if 'network_d' in opt:
         opt['network_d']['num_feat'] = 8
     path_opt = opt['path']
-    if path_opt.get('pretrain_teacher'):
+    if path_opt.get('pretrain_network_teacher'):
         torch.manual_seed(0)
         torch.save({'params': KDSRTeacher(**{**TINY, 'scale': opt['scale']}).state_dict()}, tmp_path / 't.pth')
-        path_opt['pretrain_teacher'] = str(tmp_path / 't.pth')
+        path_opt['pretrain_network_teacher'] = str(tmp_path / 't.pth')
     if path_opt.get('pretrain_network_g'):
         arch = KDSRTeacher if opt['network_g']['type'] == 'KDSRTeacher' else KDSRStudent
         net = arch(**{**TINY, 'scale': opt['scale']})
@@ -483,11 +491,12 @@ def shrink(opt, tmp_path):
 def test_shipped_train_options_build_and_step(path, tmp_path, vgg_file):
     """Every training option file: consistent schedule, a model built from it (tiny nets) and one step."""
     opt = yaml.safe_load(path.read_text())
-    stage, degradation = check_train_options(opt)
+    stage = 'teacher' if 'Teacher' in opt['model_type'] else 'student'
+    degradation = 'classic' if opt['model_type'] in ('KDSRTeacherModel', 'KDSRStudentModel') else 'realesrgan'
     assert opt['network_g']['type'] == ('KDSRTeacher' if stage == 'teacher' else 'KDSRStudent')
     if stage != 'teacher':
-        assert opt['teacher_network'] == {**opt['network_g'], 'type': 'KDSRTeacher'}
-        assert not any(k.startswith('network_') and k != 'network_d' for k in opt if k != 'network_g')
+        assert opt['network_teacher'] == {**opt['network_g'], 'type': 'KDSRTeacher'}
+        assert not any(k.startswith('network_') for k in opt if k not in ('network_g', 'network_d', 'network_teacher'))
     train = opt['train']
     assert sorted(train['scheduler']['milestones']) == train['scheduler']['milestones']
     assert train['scheduler']['milestones'][0] <= train['total_iter']
@@ -495,8 +504,8 @@ def test_shipped_train_options_build_and_step(path, tmp_path, vgg_file):
     expected_dataset = 'KDSRHRDataset' if degradation == 'classic' else 'RealESRGANDataset_basicsr'
     assert opt['datasets']['train']['type'] == expected_dataset
     opt = shrink(opt, tmp_path)
-    if opt['path'].get('vgg19_weights'):
-        opt['path']['vgg19_weights'] = str(vgg_file)
+    if opt['path'].get('pretrain_network_vgg19'):
+        opt['path']['pretrain_network_vgg19'] = str(vgg_file)
     model = in_process(opt)
     if train['ema_decay'] > 0:  # the EMA starts as net_g, also when net_g comes from a pretrained file
         assert all(torch.equal(model.net_g_ema.state_dict()[k], v) for k, v in model.net_g.state_dict().items())
@@ -545,7 +554,7 @@ def test_shipped_benchmark_folders_match_the_builders(path, benchmark_folders):
 @pytest.mark.parametrize('path', shipped('test'), ids=lambda p: p.name)
 def test_shipped_test_options_build_a_student_without_teacher(path, tmp_path):
     opt = shrink(yaml.safe_load(path.read_text()), tmp_path)
-    assert opt['network_g']['type'] == 'KDSRStudent' and 'teacher_network' not in opt
+    assert opt['network_g']['type'] == 'KDSRStudent' and 'network_teacher' not in opt
     assert opt['path']['strict_load_g'] is True
     assert all(m['crop_border'] == opt['scale'] and m['test_y_channel'] for m in opt['val']['metrics'].values())
     opt.update(is_train=False, dist=False, rank=0, world_size=1)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from torchvision import models as tv_models
-
-import kdsr_pdd  # noqa: F401  (BasicSR compat mends)
 from basicsr.metrics import calculate_metric, calculate_niqe, calculate_psnr
 from basicsr.utils.registry import METRIC_REGISTRY
+from torchvision import models as tv_models
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_pdd import metrics
 from kdsr_pdd.checkpoints import CheckpointError
-from kdsr_pdd.vgg import WeightsNotFoundError
+from kdsr_pdd.weights import WeightsNotFoundError
 
 
 @pytest.fixture(autouse=True)

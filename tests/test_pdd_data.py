@@ -8,14 +8,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-import kdsr_pdd  # noqa: F401  (BasicSR compat + registration)
 from basicsr.data import build_dataloader
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
-from pdd_model.data import PDDMixedDataset, camera_domain_degradation
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
+from kdsr_pdd.demo_data import camera_domain_degradation
+from pdd_model.data import PDDMixedDataset
 
 GT, SCALE, LQ = 24, 4, 6
 CV2_MODES = {'bicubic': cv2.INTER_CUBIC, 'bilinear': cv2.INTER_LINEAR, 'area': cv2.INTER_AREA}
@@ -239,14 +240,14 @@ def test_lmdb_backend(tmp_path):
 
 
 @pytest.mark.parametrize('change, message', [
-    (dict(gt_size=26), r'gt_size \(26\) must be a positive multiple of scale \(4\)'),
-    (dict(lq_synthesis='nearest'), "unknown lq_synthesis 'nearest'"),
-    (dict(resize_modes=['bicubic', 'lanczos']), "resize_modes .*lanczos"),
+    (dict(gt_size=26), r'gt_size \(26\) must be a multiple of scale \(4\)'),
+    (dict(lq_synthesis='nearest'), "lq_synthesis\n  Input should be 'random_resize' or 'matlab_bicubic'"),
+    (dict(resize_modes=['bicubic', 'lanczos']), "resize_modes.1\n  Input should be 'bicubic', 'bilinear' or 'area'"),
     (dict(resize_probs=[0.5, 0.5]), 'resize_probs has 2 entries but resize_modes has 3'),
     (dict(resize_probs=['a third', 1, 1]), 'resize_probs'),
     (dict(resize_probs=[0, 0, 0]), 'resize_probs'),
-    (dict(io_backend={'type': 'memcached'}), "io_backend type 'memcached'"),
-    (dict(scale=None), "option 'scale' is required"),
+    (dict(io_backend={'type': 'memcached'}), "io_backend.type\n  Input should be 'disk' or 'lmdb'"),
+    (dict(scale=None), 'scale: missing'),
     (dict(dataroot_gt='/nonexistent/hr'), "dataroot_gt '/nonexistent/hr' is not a folder"),
 ])
 def test_option_errors(folders, change, message):

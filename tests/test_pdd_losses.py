@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 import pywt
 import torch
+from basicsr.losses import build_loss
 
 import pdd_model  # noqa: F401  (registers the losses)
-from basicsr.losses import build_loss
-from pdd_model.losses import (HaarWaveletLoss, NaiveDistillationLoss, PairwiseDistanceDistillationLoss,
-                              feature_perceptual_loss, haar_dwt, inter_distance_loss, intra_distance_loss)
+from pdd_model.losses import (
+    HaarWaveletLoss,
+    NaiveDistillationLoss,
+    PairwiseDistanceDistillationLoss,
+    feature_perceptual_loss,
+    haar_dwt,
+    inter_distance_loss,
+    intra_distance_loss,
+)
 
 
 def _feats(seed, shapes, requires_grad=False):

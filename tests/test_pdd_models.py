@@ -13,16 +13,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-import kdsr_pdd  # noqa: F401  (mends BasicSR 1.4.2 before it is imported; registers the plugin)
 from basicsr.archs import build_network
 from basicsr.archs.vgg_arch import VGGFeatureExtractor
 from basicsr.data import build_dataset
 from basicsr.losses import build_loss
 from basicsr.models import build_model
 from conftest import REPO, load_options, run_entry, write_options
+
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_pdd.checkpoints import CheckpointError
-from kdsr_pdd.vgg import random_vgg19_features_file
+from kdsr_pdd.weights import random_vgg19_features_file
 from pdd_model.color import color_correct
 from pdd_model.models import PDDModel
 
@@ -95,13 +95,18 @@ def model_opt(tmp_path, generalist_path, vgg_file, reference='ema', pretrain_g=N
         'path': {'pretrain_network_g': pretrain_g or generalist_path, 'param_key_g': 'params_ema',
                  'strict_load_g': True, 'resume_state': None, 'models': str(tmp_path / 'models'),
                  'training_states': str(tmp_path / 'states'), 'visualization': str(tmp_path / 'vis'),
-                 'vgg19_weights': vgg_file},
+                 'pretrain_network_vgg19': vgg_file},
         'train': train_section(reference, **train),
         'val': val or {'val_freq': 1, 'save_img': False},
+        'datasets': {'train': {'name': 'unit', 'type': 'PDDMixedDataset', 'dataroot_gt': 'unused',
+                               'dataroot_lq_real': 'unused', 'gt_size': 32, 'batch_size_per_gpu': B,
+                               'num_worker_per_gpu': 0}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 1},
     }
     if reference == 'static':
-        opt['reference_network'] = dict(NET_G)
-        opt['path'].update(pretrain_network_reference=generalist_path, reference_param_key='params')  # != student
+        opt['network_reference'] = dict(NET_G)
+        opt['path'].update(pretrain_network_reference=generalist_path, param_key_reference='params',  # != student
+                           ignore_resume_networks=['network_reference'])
     opt['path'].update(path_extra or {})
     return opt
 
@@ -271,11 +276,11 @@ def test_vgg_runs_once_per_generator_step(make_model, monkeypatch):
 
 def test_loads_realesrgan_and_raw_checkpoints_strictly(make_model, generalist, tmp_path):
     _, ema, plain = generalist
-    model = make_model('static', path_extra={'reference_param_key': 'params'})
+    model = make_model('static', path_extra={'param_key_reference': 'params'})
     for k, v in model.net_g.named_parameters():
         assert torch.equal(v, ema[k])  # param_key_g: params_ema
     for k, v in model.net_ref.named_parameters():
-        assert torch.equal(v, plain[k])  # reference_param_key: params
+        assert torch.equal(v, plain[k])  # param_key_reference: params
 
     raw = str(tmp_path / 'bsrgan_like.pth')
     torch.save({f'module.{k}': v for k, v in plain.items()}, raw)  # raw state dict, DDP prefix
@@ -364,8 +369,9 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
     else:
         assert train['distill_opt']['inter_weight'] == (0.5 if 'matlabresize' in path else 1.0)
     assert train['gan_opt']['loss_weight'] == 0.01 and train['gan_on_real'] is True
-    assert ('reference_network' in opt) == (not ema) == ('pretrain_network_reference' in opt['path'])
-    assert not any(k.startswith('network_') and k not in ('network_g', 'network_d') for k in opt)
+    assert ('network_reference' in opt) == (not ema) == ('pretrain_network_reference' in opt['path'])
+    assert not any(k.startswith('network_') and k not in ('network_g', 'network_d', 'network_reference') for k in opt)
+    assert ('network_reference' in (opt['path'].get('ignore_resume_networks') or ())) == (not ema)
     generalist = 'BSRGAN.pth' if '_BSRGAN_' in path else 'RealESRGAN_x4plus.pth'
     assert opt['path']['pretrain_network_g' if ema else 'pretrain_network_reference'].endswith(generalist)
     for key in ('pixel_opt', 'distill_opt', 'gan_opt'):
@@ -378,7 +384,7 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
 def tiny(opt, generalist_path):
     """A shipped option file with tiny networks and our test checkpoint."""
     opt = copy.deepcopy(opt)
-    for key in ('network_g', 'reference_network'):
+    for key in ('network_g', 'network_reference'):
         if key in opt:
             opt[key] = dict(NET_G)
     if 'network_d' in opt:
@@ -395,7 +401,7 @@ def tiny(opt, generalist_path):
 def test_shipped_train_options_build_and_step(name, generalist, vgg_file, tmp_path):
     opt = tiny(load_options(osp.join(REPO, 'options', 'train', 'pdd', f'{name}.yml')), generalist[0])
     opt['is_train'] = True
-    opt['path'].update(vgg19_weights=vgg_file, models=str(tmp_path), training_states=str(tmp_path))
+    opt['path'].update(pretrain_network_vgg19=vgg_file, models=str(tmp_path), training_states=str(tmp_path))
     opt['train']['net_d_init_iters'] = 0
     model = build_model(opt)
     model.feed_data(batch(0))
@@ -470,13 +476,14 @@ def write_train_yaml(workdir, reference, total_iter, name):
         'dist_params': {'backend': 'gloo', 'port': 29500},
     }
     if reference == 'static':
-        opt['reference_network'] = dict(NET_G)
-        opt['path'].update(pretrain_network_reference=ckpt, reference_param_key='params')
+        opt['network_reference'] = dict(NET_G)
+        opt['path'].update(pretrain_network_reference=ckpt, param_key_reference='params',
+                           ignore_resume_networks=['network_reference'])
     return write_options(opt, root / f'{name}_{total_iter}.yml')
 
 
 def run_train(workdir, *args, nproc=None):
-    result = run_entry(['kdsr_pdd.train', *args], cwd=workdir[0], env={'KDSR_PDD_VGG19': workdir[2]}, nproc=nproc,
+    result = run_entry(['kdsr_pdd', 'train', *args], cwd=workdir[0], env={'KDSR_PDD_VGG19': workdir[2]}, nproc=nproc,
                        timeout=300)
     return result.stdout + result.stderr
 

@@ -9,8 +9,8 @@ from basicsr.archs.rrdbnet_arch import RRDBNet
 from torch import nn
 
 from kdsr_arch.archs import KDSRStudent
-from kdsr_pdd import report
-from kdsr_pdd.report import Variant, count_macs, measure
+from kdsr_pdd.commands import report
+from kdsr_pdd.commands.report import Variant, count_macs, measure
 
 KDSR_TINY = dict(n_feats=8, n_blocks=2, n_encoder_res=1)
 RRDB_TINY = dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
@@ -146,7 +146,7 @@ def test_cpu_peak_memory_counts_an_allocation(allocate):
 
 
 @pytest.mark.parametrize('section, message', [
-    ({'type': 'NoSuchNet'}, "network_g: network type 'NoSuchNet' is not a registered arch"),
+    ({'type': 'NoSuchNet'}, "network_g: 'NoSuchNet' is not a registered arch"),
     ({'type': 'KDSRStudent', 'n_feat': 8}, 'network_g: bad arguments for KDSRStudent'),
     ({'n_feats': 8}, 'network_g: expected a mapping with a type'),
 ])

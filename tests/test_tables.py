@@ -7,15 +7,15 @@ import re
 from types import SimpleNamespace
 
 import pytest
-
-import kdsr_pdd  # noqa: F401  (mends BasicSR before its modules are imported)
 from basicsr.models.base_model import BaseModel
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.logger import get_env_info
 from basicsr.utils.options import dict2str
 
-from kdsr_pdd import tables
-from kdsr_pdd.tables import TableError
+import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
+from kdsr_pdd import logs
+from kdsr_pdd.commands import tables
+from kdsr_pdd.logs import LogError
 
 BASICSR_FORMAT = '%(asctime)s %(levelname)s: %(message)s'  # basicsr.utils.logger.get_root_logger
 METRICS = {
@@ -90,16 +90,17 @@ def markdown_cells(markdown):
 
 
 def test_reads_the_values_basicsr_logged(three_experiments):
-    exp = tables.load_experiment(three_experiments[0])
+    exp = logs.load_experiment(three_experiments[0])
     assert exp.label == 'expA' and exp.log.name == 'test_expA_20261123_154001.log'
     assert exp.results == {d: v for d, v in RESULTS['expA']}
     assert exp.better == {}
     text = exp.log.read_text()
-    assert re.search(r'^\S+ \S+ INFO: Validation Set5\n\t # psnr: 30\.0012\tBest: 30\.0012 @ expA iter$', text, re.MULTILINE)
+    block = r'^\S+ \S+ INFO: Validation Set5\n\t # psnr: 30\.0012\tBest: 30\.0012 @ expA iter$'
+    assert re.search(block, text, re.MULTILINE)
 
 
 def test_table_bold_marks_the_best_of_each_column(three_experiments):
-    table = tables.build_table([tables.load_experiment(p) for p in three_experiments])
+    table = tables.build_table([logs.load_experiment(p) for p in three_experiments])
     assert table.columns == [(d, m) for d in ('Set5', 'Set14') for m in ('psnr', 'ssim', 'lpips')]
     assert table.directions == {'psnr': 'higher', 'ssim': 'higher', 'lpips': 'lower'}
     cells = markdown_cells(tables.to_markdown(table))
@@ -109,30 +110,30 @@ def test_table_bold_marks_the_best_of_each_column(three_experiments):
 
 
 def test_direction_override_and_log_better_key(tmp_path, three_experiments):
-    experiments = [tables.load_experiment(p) for p in three_experiments]
+    experiments = [logs.load_experiment(p) for p in three_experiments]
     flipped = tables.build_table(experiments, metrics=['lpips'], overrides={'lpips': 'higher'})
     cells = markdown_cells(tables.to_markdown(flipped))
     bold = {k for k, t in cells.items() if t.startswith('**')}
     assert bold == {('expC', 'Set5 LPIPS↑'), ('expA', 'Set14 LPIPS↑')}
     # An unknown metric needs a direction: from the log's val.metrics.<m>.better, or the command line.
     custom = dict(METRICS, foo_score=dict(type='x', better='lower'))
-    logs = [make_test_results(tmp_path / 'custom', n, [('Set5', dict(psnr=30.0, ssim=0.8, lpips=0.2, foo_score=v))],
-                              custom) for n, v in (('u', 1.5), ('v', 0.5))]
-    loaded = [tables.load_experiment(p) for p in logs]
+    files = [make_test_results(tmp_path / 'custom', n, [('Set5', dict(psnr=30.0, ssim=0.8, lpips=0.2, foo_score=v))],
+                               custom) for n, v in (('u', 1.5), ('v', 0.5))]
+    loaded = [logs.load_experiment(p) for p in files]
     assert loaded[0].better == {'foo_score': 'lower'}
     cells = markdown_cells(tables.to_markdown(tables.build_table(loaded, metrics=['foo_score'])))
     assert cells[('v', 'Set5 foo_score↓')] == '**0.5000**' and cells[('u', 'Set5 foo_score↓')] == '1.5000'
-    with pytest.raises(TableError, match='--higher-better foo_score or --lower-better foo_score'):
+    with pytest.raises(LogError, match='--higher-better foo_score or --lower-better foo_score'):
         tables.build_table(experiments[:1] + [loaded[0]._replace(better={}, label='w')], metrics=['foo_score'],
                            allow_missing=True)
-    with pytest.raises(TableError, match=r'both --higher-better and --lower-better'):
-        tables.direction_overrides(['lpips'], ['lpips'])
+    with pytest.raises(LogError, match=r'both --higher-better and --lower-better'):
+        logs.direction_overrides(['lpips'], ['lpips'])
 
 
 @pytest.mark.parametrize('metric,direction', [('psnr_y', 'higher'), ('ms_ssim', 'higher'), ('NRQM', 'higher'),
                                               ('lpips_alex', 'lower'), ('dists', 'lower'), ('niqe', 'lower')])
 def test_known_metric_directions(metric, direction):
-    assert tables.metric_direction(metric) == direction
+    assert logs.metric_direction(metric) == direction
 
 
 def test_csv_round_trip_and_cli_outputs(three_experiments, tmp_path, capsys):
@@ -157,13 +158,13 @@ def test_last_or_best_block_of_a_training_log(tmp_path):
     metrics = {'psnr': METRICS['psnr'], 'lpips': METRICS['lpips']}
     write_basicsr_log(folder / 'train_train_run_20261123_100000.log', blocks, metrics, 'train_run',
                       iters=[1000, 2000, 3000, 3000])
-    assert tables.load_experiment(folder).results == {'Set5': dict(psnr=28.1, lpips=0.25),
+    assert logs.load_experiment(folder).results == {'Set5': dict(psnr=28.1, lpips=0.25),
                                                       'Set14': dict(psnr=25.0, lpips=0.4)}
-    assert tables.load_experiment(folder, pick='best').results['Set5'] == dict(psnr=28.5, lpips=0.25)
+    assert logs.load_experiment(folder, pick='best').results['Set5'] == dict(psnr=28.5, lpips=0.25)
     # a newer test log in the same folder wins over the training log
     write_basicsr_log(folder / 'test_train_run_20261124_090000.log', [('Set5', dict(psnr=29.0, lpips=0.2))],
                       metrics, 'train_run')
-    assert tables.load_experiment(folder).results == {'Set5': dict(psnr=29.0, lpips=0.2)}
+    assert logs.load_experiment(folder).results == {'Set5': dict(psnr=29.0, lpips=0.2)}
 
 
 def test_newest_test_log_is_read(tmp_path):
@@ -171,7 +172,7 @@ def test_newest_test_log_is_read(tmp_path):
                                stamp='20261124_090000')
     write_basicsr_log(folder / 'test_e_20261123_090000.log', [('Set5', dict(psnr=2.0, ssim=0.2, lpips=0.4))])
     os.utime(folder / 'test_e_20261123_090000.log')  # newer on disk, older by its BasicSR time stamp
-    assert tables.load_experiment(folder).results['Set5']['psnr'] == 1.0
+    assert logs.load_experiment(folder).results['Set5']['psnr'] == 1.0
 
 
 def test_average_by_prefix_gaussian8(tmp_path, capsys):
@@ -210,7 +211,7 @@ def test_clear_errors(tmp_path, three_experiments):
         tables.main([str(p) for p in three_experiments] + ['--metrics', 'psnr', 'niqe'])
     with pytest.raises(SystemExit, match=r"no validation results for dataset 'Urban100'"):
         tables.main([str(p) for p in three_experiments] + ['--datasets', 'Urban100'])
-    table = tables.build_table([tables.load_experiment(p) for p in three_experiments], metrics=['psnr', 'niqe'],
+    table = tables.build_table([logs.load_experiment(p) for p in three_experiments], metrics=['psnr', 'niqe'],
                                overrides={'niqe': 'lower'}, allow_missing=True)
     assert markdown_cells(tables.to_markdown(table))[('expA', 'Set5 NIQE↓')] == '-'
     with pytest.raises(SystemExit, match='several experiments are labelled'):

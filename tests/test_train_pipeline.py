@@ -12,7 +12,7 @@ def _tiny_realesrnet_options(demo_root, total_iter, name='pipeline'):
     opt = load_options('options/demo/pdd_generalist_x4.yml')
     opt['name'] = name
     opt['gt_size'] = opt['datasets']['train']['gt_size'] = 32
-    opt['pre_degradation_crop'] = 48
+    opt['datasets']['train']['crop_pad_size'] = 80
     opt['queue_size'] = 4
     train = opt['datasets']['train']
     train.update(dataroot_gt=f'{demo_root}/train/hr', meta_info=f'{demo_root}/train/meta_info.txt',
@@ -27,7 +27,7 @@ def _tiny_realesrnet_options(demo_root, total_iter, name='pipeline'):
 
 def test_train_realesrgan_degradation_on_cpu_then_auto_resume(demo_root, tmp_path):
     opt_path = write_options(_tiny_realesrnet_options(demo_root, total_iter=2), tmp_path / 'train.yml')
-    run_entry(['kdsr_pdd.train', '-opt', opt_path], cwd=tmp_path)
+    run_entry(['kdsr_pdd', 'train', '-opt', opt_path], cwd=tmp_path)
     exp = tmp_path / 'experiments' / 'pipeline'
     assert (exp / 'training_states' / '2.state').is_file()
     ckpt = torch.load(exp / 'models' / 'net_g_2.pth', weights_only=True)
@@ -35,7 +35,7 @@ def test_train_realesrgan_degradation_on_cpu_then_auto_resume(demo_root, tmp_pat
 
     # continue the same experiment to 4 iterations with --auto_resume
     write_options(_tiny_realesrnet_options(demo_root, total_iter=4), opt_path)
-    run_entry(['kdsr_pdd.train', '-opt', opt_path, '--auto_resume'], cwd=tmp_path)
+    run_entry(['kdsr_pdd', 'train', '-opt', opt_path, '--auto_resume'], cwd=tmp_path)
     log = open(max(glob.glob(str(exp / 'train_pipeline_*.log')), key=os.path.getmtime)).read()
     assert 'Resuming training from epoch: 0, iter: 2.' in log
     iters = [int(i) for i in re.findall(r'\[epoch:\s*\d+, iter:\s+(\d+)', log)]
@@ -49,7 +49,7 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
     opt['datasets'].pop('val')
     opt.pop('val')
     opt_path = write_options(opt, tmp_path / 'ddp.yml')
-    result = run_entry(['kdsr_pdd.train', '-opt', opt_path, '--launcher', 'pytorch'], cwd=tmp_path, nproc=2)
+    result = run_entry(['kdsr_pdd', 'train', '-opt', opt_path, '--launcher', 'pytorch'], cwd=tmp_path, nproc=2)
     log = open(glob.glob(str(tmp_path / 'experiments' / 'ddp' / 'train_ddp_*.log'))[-1]).read()
     assert 'world_size: 2' in log, log[:3000]
     assert osp.isfile(tmp_path / 'experiments' / 'ddp' / 'models' / 'net_g_2.pth'), result.stderr[-2000:]
@@ -57,7 +57,7 @@ def test_torchrun_two_cpu_processes(demo_root, tmp_path):
 
 def test_test_entry_point_reports_psnr_and_ssim(demo_root, tmp_path):
     opt = _tiny_realesrnet_options(demo_root, total_iter=2, name='for_test')
-    run_entry(['kdsr_pdd.train', '-opt', write_options(opt, tmp_path / 'train.yml')], cwd=tmp_path)
+    run_entry(['kdsr_pdd', 'train', '-opt', write_options(opt, tmp_path / 'train.yml')], cwd=tmp_path)
     test_opt = {
         'name': 'test_demo', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0,
         'datasets': {'test_1': dict(opt['datasets']['val'], phase='test')},
@@ -66,7 +66,7 @@ def test_test_entry_point_reports_psnr_and_ssim(demo_root, tmp_path):
                  'param_key_g': 'params_ema', 'strict_load_g': True},
         'val': {'save_img': True, 'suffix': None, 'metrics': opt['val']['metrics']},
     }
-    run_entry(['kdsr_pdd.test', '-opt', write_options(test_opt, tmp_path / 'test.yml')], cwd=tmp_path)
+    run_entry(['kdsr_pdd', 'test', '-opt', write_options(test_opt, tmp_path / 'test.yml')], cwd=tmp_path)
     log = open(glob.glob(str(tmp_path / 'results' / 'test_demo' / 'test_test_demo_*.log'))[-1]).read()
     psnr = float(re.search(r'# psnr: ([\d.]+)', log).group(1))
     ssim = float(re.search(r'# ssim: ([\d.]+)', log).group(1))
@@ -77,21 +77,22 @@ def test_test_entry_point_reports_psnr_and_ssim(demo_root, tmp_path):
 def test_clear_errors_for_missing_option_file_and_data(tmp_path, demo_root):
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, '-m', 'kdsr_pdd.train', '-opt', 'nope.yml'], cwd=tmp_path,
+    out = subprocess.run([sys.executable, '-m', 'kdsr_pdd', 'train', '-opt', 'nope.yml'], cwd=tmp_path,
                          capture_output=True, text=True)
-    assert out.returncode != 0 and out.stderr.strip() == 'error: -opt nope.yml: no such option file.'
+    assert out.returncode != 0 and out.stderr.strip() == 'error: nope.yml: no such option file'
 
-    from kdsr_pdd.cli import check_option_file  # --force_yml overrides are checked, not the raw file
+    from kdsr_pdd.commands.cli import check_pipeline_options  # --force_yml overrides are checked, not the raw file
     opt = _tiny_realesrnet_options(demo_root, total_iter=2)
     opt['datasets']['train']['dataroot_gt'] = 'datasets/missing'
     path = write_options(opt, tmp_path / 'a.yml')
-    checked = check_option_file(path, [f'datasets:train:dataroot_gt={demo_root}/train/hr', 'train:total_iter=3'])
-    assert checked['train']['total_iter'] == 3
+    checked = check_pipeline_options(path, [f'datasets:train:dataroot_gt={demo_root}/train/hr', 'train:total_iter=3'],
+                                     is_train=True)
+    assert checked.train.total_iter == 3
 
     opt = _tiny_realesrnet_options(demo_root, total_iter=2)
     opt['datasets']['train']['dataroot_gt'] = 'datasets/missing'
-    out = subprocess.run([sys.executable, '-m', 'kdsr_pdd.train', '-opt', write_options(opt, tmp_path / 'b.yml')],
+    out = subprocess.run([sys.executable, '-m', 'kdsr_pdd', 'train', '-opt', write_options(opt, tmp_path / 'b.yml')],
                          cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode != 0
-    assert "datasets.train.dataroot_gt = 'datasets/missing' does not exist" in out.stderr
+    assert "datasets.train.dataroot_gt: 'datasets/missing': no such file or folder" in out.stderr
     assert 'Traceback' not in out.stderr

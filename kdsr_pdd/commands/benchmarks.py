@@ -1,9 +1,9 @@
-"""Benchmark test sets from HR (or HR/LR) folders: ``python -m kdsr_pdd.benchmarks {gaussian8,aniso,crops} ...``.
+"""Benchmark test sets from HR (or HR/LR) folders: ``kdsr-pdd benchmarks {gaussian8,aniso,crops} ...``.
 
 * ``gaussian8 --hr DIR --out DIR --scale S``: KDSR's Gaussian8 set (isotropic blur, 8 widths), written by
-  :func:`kdsr_arch.data.build_gaussian8` to ``out/HR`` and ``out/LR_xS_sig<sigma>``.
+  :func:`kdsr_arch.benchmarks.build_gaussian8` to ``out/HR`` and ``out/LR_xS_sig<sigma>``.
 * ``aniso --hr DIR --out DIR --scale S --lambda1 L1 --lambda2 L2 --theta DEG --noise N``: one
-  anisotropic-blur + noise set (KDSR Table 2), written by :func:`kdsr_arch.data.build_aniso_noise`.
+  anisotropic-blur + noise set (KDSR Table 2), written by :func:`kdsr_arch.benchmarks.build_aniso_noise`.
 * ``crops --hr DIR --lr DIR --out DIR --scale S --size P``: DRealSR-style test crops of a real paired
   set: every LR image is cut into non-overlapping P x P crops from the top-left corner (a remainder that
   does not fill a whole crop is dropped), each with the matching (P*S) x (P*S) HR crop. Both are written
@@ -18,12 +18,9 @@ import os
 import os.path as osp
 import sys
 
-import cv2
-from basicsr.utils import scandir
-
-from kdsr_arch.data import build_aniso_noise, build_gaussian8
 from kdsr_pdd.checkpoints import few_names
-from kdsr_pdd.infer import IMAGE_EXTENSIONS
+from kdsr_pdd.commands.cli import fail
+from kdsr_pdd.images import IMAGE_EXTENSIONS
 
 
 class BenchmarkError(ValueError):
@@ -34,6 +31,8 @@ def _index_images(folder, suffix, option):
     """``{stem without suffix: path}`` of the images in ``folder``."""
     if not osp.isdir(folder):
         raise BenchmarkError(f'{option} {folder}: no such folder.')
+    from basicsr.utils import scandir
+
     index = {}
     for name in sorted(scandir(folder, suffix=IMAGE_EXTENSIONS)):
         stem = osp.splitext(name)[0]
@@ -61,6 +60,7 @@ def pair_images(hr_dir, lr_dir, hr_suffix='', lr_suffix=''):
 
 
 def _read(path):
+    import cv2
     img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise BenchmarkError(f'cannot read image {path}')
@@ -68,6 +68,7 @@ def _read(path):
 
 
 def _write(img, path):
+    import cv2
     if not cv2.imwrite(path, img):
         raise BenchmarkError(f'cannot write {path}')
 
@@ -98,7 +99,7 @@ def make_crops(hr_dir, lr_dir, out_root, scale, size, hr_suffix='', lr_suffix=''
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.benchmarks', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='kdsr-pdd benchmarks', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
 
     def command(name, help_text):
@@ -127,6 +128,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from kdsr_arch.benchmarks import build_aniso_noise, build_gaussian8
+
     try:
         if args.command == 'gaussian8':
             folders = build_gaussian8(args.hr, args.out, args.scale, device=args.device)
@@ -138,7 +141,7 @@ def main(argv=None):
             print(f'wrote {count} crop pairs to {osp.join(args.out, "HR")} and {osp.join(args.out, "LR")}')
             return 0
     except ValueError as err:  # BenchmarkError and the builders' ValueError
-        sys.exit(f'error: {err}')
+        fail(err)
     print(f'wrote {osp.join(args.out, "HR")} and ' + ', '.join(folders))
     return 0
 

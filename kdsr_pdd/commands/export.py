@@ -1,8 +1,9 @@
-"""ONNX export of an SR network: ``python -m kdsr_pdd.export (--opt X.yml | --arch NAME) --model CKPT --out M.onnx``.
+"""ONNX export of an SR network: ``kdsr-pdd export [--opt X.yml | --arch NAME] --model CKPT --out M.onnx``.
 
-The network is chosen and loaded as by :mod:`kdsr_pdd.infer` (``--opt``'s ``network_g``, an ``--arch``
-preset or registered type with ``--arch-args``, or the YAML next to the checkpoint; ``params_ema`` >
-``params`` > raw state dict). The KDSR teacher is refused: its encoder needs the HR image.
+The network is chosen and loaded as by ``kdsr-pdd infer`` (:mod:`kdsr_pdd.networks`: ``--opt``'s
+``network_g``, an ``--arch`` preset or registered type with ``--arch-args``, the YAML next to the
+checkpoint, or its keys; ``params_ema`` > ``params`` > raw state dict). The KDSR teacher is refused: its
+encoder needs the HR image.
 
 The graph has one input ``lq`` [B,C,H,W] (float32, [0,1]) and one output ``sr`` [B,C,s*H,s*W], with batch,
 height and width dynamic. It is captured with the TorchScript exporter (``dynamo=False``); while it is
@@ -18,8 +19,8 @@ import warnings
 
 import torch
 
-from kdsr_pdd.cli import parse_size
-from kdsr_pdd.infer import InferError, build_network, required_multiple, resolve_network_opt
+from kdsr_pdd.commands.cli import fail, parse_size
+from kdsr_pdd.networks import NetworkError, load_network, resolve_network_opt
 
 
 def export_onnx(net, out_path, opset=17, in_channels=3, multiple=1):
@@ -52,14 +53,14 @@ def compare_onnx(net, onnx_path, sizes, in_channels=3, seed=0):
             expected = net(lq)
         (got, ) = session.run(['sr'], {'lq': lq.numpy()})
         if tuple(got.shape) != tuple(expected.shape):
-            raise InferError(f'{onnx_path}: output shape {tuple(got.shape)} for input {tuple(lq.shape)}, '
+            raise NetworkError(f'{onnx_path}: output shape {tuple(got.shape)} for input {tuple(lq.shape)}, '
                              f'torch gives {tuple(expected.shape)}.')
         diffs.append(float((torch.from_numpy(got) - expected).abs().max()))
     return diffs
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.export', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='kdsr-pdd export', description=__doc__.split('\n')[0])
     parser.add_argument('--model', '-m', required=True, help='checkpoint (.pth) to export')
     parser.add_argument('--out', '-o', required=True, help='ONNX file to write')
     parser.add_argument('--opt', help='option file whose network_g describes the network')
@@ -76,21 +77,27 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import kdsr_pdd.plugin  # noqa: F401  (registers the archs and their families)
+
     try:
         network_opt, source = resolve_network_opt(args.model, args.opt, args.arch, args.arch_args)
-        net = build_network(network_opt, args.model, args.param_key, source).float()
-        in_channels = network_opt.get('num_in_ch', 3)
-        multiple = required_multiple(net, getattr(net, 'scale', None))
+        net, info = load_network(args.model, network_opt, args.param_key, source)
+        if info.needs_hr:
+            raise NetworkError(f'{info.arch}: the KDSR teacher needs the HR image (its encoder sees LR and HR): export '
+                               'the student.')
+        net = net.float()
+        in_channels = getattr(net, 'num_in_ch', 3)
+        multiple = info.size_multiple
         bad = [f'{h}x{w}' for h, w in args.check_sizes if h % multiple or w % multiple]
         if args.check and bad:
-            raise InferError(f'--check-sizes {" ".join(bad)}: {type(net).__name__} needs multiples of {multiple}.')
+            raise NetworkError(f'--check-sizes {" ".join(bad)}: {type(net).__name__} needs multiples of {multiple}.')
         export_onnx(net, args.out, args.opset, in_channels, multiple)
-        print(f'wrote {args.out} ({network_opt["type"]} from {source}, opset {args.opset}, dynamic batch/height/width)')
+        print(f'wrote {args.out} ({info.arch} from {source}, opset {args.opset}, dynamic batch/height/width)')
         if not args.check:
             return 0
         diffs = compare_onnx(net, args.out, args.check_sizes, in_channels)
-    except (InferError, FileNotFoundError, ValueError) as err:
-        sys.exit(f'error: {err}')
+    except (FileNotFoundError, ValueError) as err:  # NetworkError, CheckpointError
+        fail(err)
     for batch, ((h, w), diff) in enumerate(zip(args.check_sizes, diffs), 1):
         print(f'check {batch}x{in_channels}x{h}x{w}: max abs diff onnxruntime vs torch = {diff:.3g}')
     if max(diffs) > args.atol:

@@ -1,4 +1,4 @@
-"""Model report: ``python -m kdsr_pdd.report [--options-glob GLOB] [--lr-size HxW] [--out report.md] ...``.
+"""Model report: ``kdsr-pdd report [--options-glob GLOB] [--lr-size HxW] [--out report.md] ...``.
 
 Every distinct network configured in the option files (sections ``network_g``, ``teacher_network`` and
 ``reference_network``) becomes one row of a markdown table: parameters (total and trainable), MACs,
@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdsr_pdd.cli import OptionError, arch_class, instantiate_arch, parse_size, read_yaml_mapping
-from kdsr_pdd.infer import network_scale
+from kdsr_pdd.commands.cli import fail, parse_size, positive_int
+from kdsr_pdd.networks import instantiate, network_scale
 
 SECTIONS = ('network_g', 'teacher_network', 'reference_network')
 UNAVAILABLE = '—'
@@ -74,7 +74,14 @@ class Variant:
 # ------------------------------------------------------------------------------------- option files
 def canonical_key(network_opt, where):
     """The identity of a network section: its type and all constructor arguments, defaults filled in."""
-    cls = arch_class(network_opt, where, ReportError)
+    from kdsr_pdd.schema import Arch
+
+    if not isinstance(network_opt, dict) or 'type' not in network_opt:
+        raise ReportError(f'{where}: expected a mapping with a type.')
+    try:
+        cls = Arch._lookup(network_opt['type'])
+    except ValueError as err:
+        raise ReportError(f'{where}: {err}') from None
     kwargs = {k: v for k, v in network_opt.items() if k != 'type'}
     try:
         bound = inspect.signature(cls).bind(**kwargs)
@@ -85,10 +92,11 @@ def canonical_key(network_opt, where):
 
 
 def _read_yaml(path):
+    from kdsr_pdd.schema import OptionsError, read_option_file
     try:
-        return read_yaml_mapping(path)
-    except OptionError as err:
-        raise ReportError(str(err)) from err
+        return read_option_file(path)
+    except OptionsError as err:
+        raise ReportError(str(err)) from None
 
 
 def collect_variants(paths):
@@ -110,7 +118,7 @@ def collect_variants(paths):
 def build_network(network_opt, device):
     """Instantiate ``network_opt`` (type + keyword arguments) on ``device`` ('meta' allocates nothing)."""
     with torch.device(device):
-        net = instantiate_arch(network_opt, 'network', ReportError)
+        net = instantiate(network_opt, 'network')
     return net.eval()
 
 
@@ -273,22 +281,16 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
 
 
 # -------------------------------------------------------------------------------------------- CLI
-def _positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
-    return value
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.report', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='kdsr-pdd report', description=__doc__.split('\n')[0])
     parser.add_argument('--options-glob', default='options/**/*.yml',
                         help='option files to read (recursive glob; default %(default)s)')
-    parser.add_argument('--lr-size', type=parse_size, default=(180, 320), help='LR input HEIGHTxWIDTH (default 180x320)')
+    parser.add_argument('--lr-size', type=parse_size, default=(180, 320),
+                        help='LR input HEIGHTxWIDTH (default 180x320)')
     parser.add_argument('--scale', type=int, default=4,
                         help='report only networks with this upscaling factor; 0 for all (default %(default)s)')
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto (default %(default)s)')
-    parser.add_argument('--repeats', type=_positive, default=5, help='timed runs per network (default %(default)s)')
+    parser.add_argument('--repeats', type=positive_int, default=5, help='timed runs per network (default %(default)s)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (default %(default)s)')
     parser.add_argument('--no-latency', action='store_true', help='parameters and MACs only (no real compute)')
     parser.add_argument('--out', help='also write the markdown report to this file')
@@ -297,6 +299,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import kdsr_pdd.plugin  # noqa: F401  (registers the archs)
+
     device = None
     if not args.no_latency:
         device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
@@ -313,8 +317,8 @@ def main(argv=None):
         if device is not None:  # one small untimed run: one-time runtime set-up must not land on row 1
             measure(variants[0], tuple(min(n, 16) for n in args.lr_size), device, repeats=1, warmup=0)
         rows = [measure(v, args.lr_size, device, args.repeats, args.warmup) for v in variants]
-    except ValueError as err:  # ReportError, and InferError from network_scale
-        sys.exit(f'error: {err}')
+    except ValueError as err:  # ReportError, NetworkError
+        fail(err)
     report = format_table(rows, args.lr_size, device, args.repeats, args.warmup, args.scale)
     print(report, end='')
     if args.out:

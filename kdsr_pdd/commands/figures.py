@@ -1,4 +1,4 @@
-"""Paper-style figures: ``python -m kdsr_pdd.figures {scatter,idr} ...``.
+"""Paper-style figures: ``kdsr-pdd figures {scatter,idr} ...``.
 
 ``scatter``: fidelity vs perception (e.g. PSNR vs LPIPS) of several experiments on one dataset, one
 labelled point per experiment, read from BasicSR logs as in :mod:`kdsr_pdd.tables`.
@@ -6,7 +6,7 @@ labelled point per experiment, read from BasicSR logs as in :mod:`kdsr_pdd.table
 ``idr``: the KDSR IDR visualisation (the paper's Fig. 6). For every HR image of a folder (cropped to a
 multiple of the scale, optionally centre-cropped) and every kernel width sigma, the LR image is made
 with the classic degradation (isotropic 21x21 Gaussian blur, bicubic down, no noise, 8 bit;
-:func:`kdsr_arch.data.classic_degrade`); the student encodes ``encode(lq)``, the teacher
+:func:`kdsr_arch.degradations.classic_degrade`); the student encodes ``encode(lq)``, the teacher
 ``encode(lq, hr)``, and the 4C IDRs are projected to 2-D (PCA, or t-SNE as in the paper when
 scikit-learn is installed) and drawn coloured by sigma. :func:`idr_sigma_spearman` summarises how
 well the IDR orders the degradations: the Spearman correlation between sigma and the IDRs' first
@@ -21,16 +21,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from basicsr.utils import img2tensor
 
-import kdsr_pdd  # noqa: F401  (registers the plugin's archs)
-from kdsr_arch.archs import KDSRTeacher
-from kdsr_arch.data import read_hr_images, classic_degrade, isotropic_gaussian_kernels
-from kdsr_pdd.checkpoints import CheckpointError, load_weights
-from kdsr_pdd.cli import instantiate_arch
-from kdsr_pdd.infer import InferError, resolve_network_opt
-from kdsr_pdd.tables import TableError, add_source_arguments, load_from_args, metric_title, resolve_directions
+from kdsr_pdd.commands.cli import add_source_arguments, fail, load_from_args
+from kdsr_pdd.logs import metric_title, resolve_directions
 
 DEFAULT_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 IDR_NETWORKS = ('KDSRStudent', 'KDSRTeacher')  # the archs with an encode() giving the 4C IDR
@@ -106,6 +99,7 @@ class SigmaCorrelation(NamedTuple):
 
 
 def _model_device(model):
+    import torch
     param = next(iter(model.parameters()), None)
     return param.device if param is not None else torch.device('cpu')
 
@@ -125,6 +119,10 @@ def _centre_crop(hr, crop, scale, name):
 
 def read_hr_folder(hr_dir, scale, crop=None, max_images=None):
     """``[(name, hr [3, H, W] RGB float32 in [0, 1])]``: the folder's images, sorted, cropped to a multiple of scale."""
+    from basicsr.utils import img2tensor
+
+    from kdsr_arch.benchmarks import read_hr_images
+
     images = []
     try:
         for name, img in read_hr_images(str(hr_dir), scale):
@@ -139,7 +137,6 @@ def read_hr_folder(hr_dir, scale, crop=None, max_images=None):
     return images
 
 
-@torch.no_grad()
 def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
     """The 4C IDR of every (image, sigma): LR from :func:`classic_degrade`, then the model's ``encode``.
 
@@ -153,6 +150,11 @@ def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
     Returns:
         IDRSamples, rows ordered image-major then by sigma.
     """
+    import torch
+
+    from kdsr_arch.archs import KDSRTeacher
+    from kdsr_arch.degradations import classic_degrade, isotropic_gaussian_kernels
+
     if len(sigmas) == 0 or not hr_images:
         raise FigureError('need at least one HR image and one sigma.')
     device = _model_device(model)
@@ -161,8 +163,9 @@ def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
     for index, item in enumerate(hr_images):
         name, hr = item if isinstance(item, tuple) else (f'image{index}', item)
         hr = hr.to(device=device, dtype=torch.float32).expand(len(sigmas), -1, -1, -1)
-        lq = classic_degrade(hr, kernels, scale)
-        _, idr = model.encode(lq, hr) if isinstance(model, KDSRTeacher) else model.encode(lq)
+        with torch.no_grad():
+            lq = classic_degrade(hr, kernels, scale)
+            _, idr = model.encode(lq, hr) if isinstance(model, KDSRTeacher) else model.encode(lq)
         rows.append(idr.double().flatten(1).cpu())
         names.append(name)
     sigma_rows = np.tile(np.asarray(sigmas, dtype=np.float64), len(names))
@@ -199,25 +202,16 @@ def tsne_2d(x, seed=0):
                 random_state=seed).fit_transform(x)
 
 
-def average_ranks(v):
-    """1-based ranks of ``v`` [N], ties sharing the mean of their ranks (as ``scipy.stats.rankdata``)."""
-    _, inverse, counts = np.unique(np.asarray(v), return_inverse=True, return_counts=True)
-    upper = np.cumsum(counts)
-    return (upper - (counts - 1) / 2)[inverse.ravel()]
-
-
 def spearman_rho(x, y):
-    """Spearman's rank correlation of two [N] samples: Pearson's r of their average ranks."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    if len(rx) != len(ry) or len(rx) < 2:
-        raise FigureError(f'Spearman correlation needs two samples of the same length >= 2, '
-                          f'got {len(rx)} and {len(ry)}.')
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denominator = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    if denominator == 0:
+    """Spearman's rank correlation of two [N] samples (scipy.stats.spearmanr); FigureError when undefined."""
+    from scipy import stats
+
+    if len(x) != len(y) or len(x) < 2:
+        raise FigureError(f'Spearman correlation needs two samples of the same length >= 2, got {len(x)} and {len(y)}.')
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         raise FigureError('Spearman correlation is undefined: one of the samples is constant '
                           '(the IDRs do not vary, or a single sigma was given).')
-    return float((rx * ry).sum() / denominator)
+    return float(stats.spearmanr(x, y).statistic)
 
 
 def idr_sigma_spearman(model, hr_images, sigmas, scale, kernel_size=21):
@@ -261,19 +255,23 @@ def write_idr_csv(samples, points, path):
 
 
 def load_idr_network(model_path, opt_path=None, arch=None, arch_args=None, param_key=None):
-    """A KDSR teacher or student (its ``network_g`` from :func:`kdsr_pdd.infer.resolve_network_opt`), weights loaded."""
+    """A KDSR teacher or student (options as for ``kdsr-pdd infer``, or detected), weights loaded, eval mode."""
+    import kdsr_pdd.plugin  # noqa: F401  (registers the archs and their families)
+    from kdsr_pdd.networks import load_network, resolve_network_opt
+
     network_opt, source = resolve_network_opt(model_path, opt_path, arch, arch_args)
-    if network_opt['type'] not in IDR_NETWORKS:
-        raise FigureError(f'{source}: network type {network_opt["type"]!r} has no IDR; '
-                          f'use {" or ".join(IDR_NETWORKS)}.')
-    net = instantiate_arch(network_opt, source, FigureError)
-    load_weights(net, str(model_path), param_key)
-    return net.eval()
+    if network_opt is not None and network_opt['type'] not in IDR_NETWORKS:
+        raise FigureError(f'{source}: network type {network_opt["type"]!r} has no IDR; use '
+                          f'{" or ".join(IDR_NETWORKS)}.')
+    net, info = load_network(model_path, network_opt, param_key, source)
+    if info.arch not in IDR_NETWORKS:
+        raise FigureError(f'{source}: network type {info.arch!r} has no IDR; use {" or ".join(IDR_NETWORKS)}.')
+    return net
 
 
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    parser = argparse.ArgumentParser(prog='python -m kdsr_pdd.figures', description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(prog='kdsr-pdd figures', description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
 
     scatter = commands.add_parser('scatter', help='fidelity vs perception scatter of experiments on one dataset')
@@ -286,7 +284,7 @@ def build_parser():
     idr = commands.add_parser('idr', help='KDSR IDRs of LR images blurred with several sigmas, projected to 2-D')
     idr.add_argument('--model', required=True, help='teacher or student checkpoint')
     idr.add_argument('--opt', help='option file whose network_g describes the checkpoint')
-    idr.add_argument('--arch', help='preset or arch type (see kdsr_pdd.infer), instead of --opt')
+    idr.add_argument('--arch', help='preset or arch type (as for kdsr-pdd infer), instead of --opt')
     idr.add_argument('--arch-args', help='JSON keyword arguments of --arch')
     idr.add_argument('--param-key', help='checkpoint key (default params_ema, then params, then raw)')
     idr.add_argument('--hr', required=True, help='folder of HR images (e.g. B100/HR)')
@@ -333,10 +331,10 @@ def main(argv=None):
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         (run_scatter if args.command == 'scatter' else run_idr)(args)
-    except (FigureError, TableError, InferError, CheckpointError, FileNotFoundError) as err:
-        sys.exit(f'error: {err}')
+    except (ValueError, FileNotFoundError) as err:  # FigureError, LogError, NetworkError, CheckpointError
+        fail(err)
     print(f'wrote {args.out}', file=sys.stderr)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,11 +1,11 @@
-"""Local VGG19 ImageNet weights for BasicSR's ``VGGFeatureExtractor`` (perceptual and distance losses).
+"""Pretrained weights that users supply, read from local files only (never downloaded).
 
-BasicSR 1.4.2 downloads VGG19 when ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent.
-The compat module routes that download through :func:`pretrained_vgg`, which reads a local file
-instead, looked up in this order:
+BasicSR 1.4.2's ``VGGFeatureExtractor`` (perceptual and PDD distance losses) downloads VGG19 when
+``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. :func:`install` routes that download
+to a local file instead, looked up in this order:
 
 1. the path given to :func:`vgg19_weights` for the ``with`` block that builds the extractor (models pass
-   ``path.vgg19_weights`` from the YAML);
+   ``path.pretrain_network_vgg19`` from the YAML);
 2. the environment variable ``KDSR_PDD_VGG19``;
 3. torch's standard cache, ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth``.
 
@@ -35,7 +35,7 @@ def vgg19_weights(path):
     """Within the block, VGG19 ImageNet weights come from ``path`` first (None: the default lookup)."""
     global _configured_path
     if path is not None and not osp.isfile(path):
-        raise WeightsNotFoundError(f'path.vgg19_weights = {path!r} does not exist; point it to {VGG19_FILE} '
+        raise WeightsNotFoundError(f'path.pretrain_network_vgg19 = {path!r} does not exist; point it to {VGG19_FILE} '
                                    '(torchvision VGG19 ImageNet weights).')
     previous, _configured_path = _configured_path, path
     try:
@@ -52,7 +52,7 @@ def find_vgg19_weights():
         if path and osp.isfile(path):
             return path
     raise WeightsNotFoundError(
-        f'VGG19 ImageNet weights not found. Set path.vgg19_weights in the option file (or the environment '
+        f'VGG19 ImageNet weights not found. Set path.pretrain_network_vgg19 in the option file (or the environment '
         f'variable KDSR_PDD_VGG19) to a local {VGG19_FILE}, or place it in {osp.dirname(candidates[-1])}. '
         'Nothing is downloaded.')
 
@@ -95,13 +95,15 @@ def _basicsr_vgg_file(name):
     """The weight file for BasicSR's ``VGGFeatureExtractor(vgg_type=name)``: VGG19 only."""
     if name != 'vgg19':
         raise WeightsNotFoundError(f'vgg_type {name}: only VGG19 ImageNet weights are read from local files '
-                                   '(path.vgg19_weights); use vgg_type vgg19. Nothing is downloaded.')
+                                   '(path.pretrain_network_vgg19); use vgg_type vgg19. Nothing is downloaded.')
     return find_vgg19_weights()
 
 
-def local_basicsr_vgg():
-    """The stand-in for ``torchvision.models.vgg`` inside ``basicsr.archs.vgg_arch`` (see the module doc)."""
-    return LocalTorchvisionModels(tv_vgg, _basicsr_vgg_file)
+def install():
+    """Make ``basicsr.archs.vgg_arch`` build VGG19 from the local file (see the module doc) instead of downloading."""
+    import basicsr.archs.vgg_arch
+
+    basicsr.archs.vgg_arch.vgg = LocalTorchvisionModels(tv_vgg, _basicsr_vgg_file)
 
 
 def random_vgg19_features_file(path, seed=0):

@@ -1,4 +1,4 @@
-"""The embedded demo: ``python -m kdsr_pdd.demo`` (what ``make demo`` runs).
+"""The embedded demo: ``kdsr-pdd demo`` (what ``make demo`` runs).
 
 On CPU, in minutes, with data made from photos that scikit-image ships (no download):
 
@@ -20,11 +20,9 @@ import os.path as osp
 import subprocess
 import sys
 
-from kdsr_pdd.demo_data import build_demo_data
-from kdsr_pdd.tables import load_experiment
-from kdsr_pdd.vgg import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
+from kdsr_pdd.logs import load_experiment
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 OPTIONS = osp.join(REPO, 'options', 'demo')
 TRAIN_STAGES = (  # (title, option file, experiment name)
     ('KDSR teacher', 'kdsr_teacher_x4.yml', 'demo_kdsr_teacher_x4'),
@@ -41,17 +39,19 @@ TESTS = (  # (title, option file, result name)
 
 
 def _run(args, workdir, env):
-    print('$ python -m ' + ' '.join(args), flush=True)
-    result = subprocess.run([sys.executable, '-m'] + args, cwd=workdir, env=env, stdout=subprocess.PIPE,
+    print('$ kdsr-pdd ' + ' '.join(args), flush=True)
+    result = subprocess.run([sys.executable, '-m', 'kdsr_pdd'] + args, cwd=workdir, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     if result.returncode != 0:
         sys.stdout.write(result.stdout[-6000:])
-        sys.exit(f'demo: step failed: python -m {" ".join(args)}')
+        sys.exit(f'demo: step failed: kdsr-pdd {" ".join(args)}')
     return result.stdout
 
 
 def _vgg_environment(workdir):
     """Real VGG19 weights if the user has them; otherwise a clearly announced random stand-in."""
+    from kdsr_pdd.weights import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
+
     env = dict(os.environ)
     try:
         print(f'VGG19 weights: {find_vgg19_weights()}')
@@ -64,6 +64,17 @@ def _vgg_environment(workdir):
               f'  the demo uses random-weight VGG19 features ({stand_in}) for the perceptual and PDD\n'
               '  distance losses. Real runs need the real weights; nothing is downloaded.')
     return env
+
+
+def _length_overrides(iters, option_file):
+    """``--force_yml`` entries that shorten a training to ``iters`` iterations (none when ``iters`` is None)."""
+    if iters is None:
+        return []
+    force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}',
+             f'logger:print_freq={iters}']
+    if option_file == 'pdd_ema_x4.yml':  # PDD distils after net_d_init_iters + distill_warmup_iters (5)
+        force.append(f'train:net_d_init_iters={max(iters // 4, 1)}')
+    return ['--force_yml', *force]
 
 
 def _print_metrics(label, folder):
@@ -80,35 +91,31 @@ def main(argv=None):
                         help='override every training length (quick checks; the defaults make the demo)')
     args = parser.parse_args(argv)
     workdir = osp.abspath(args.workdir)
+    from kdsr_pdd.demo_data import build_demo_data
 
     print(f'Building demo data in {osp.join(workdir, "datasets", "demo")} ...', flush=True)
     build_demo_data(osp.join(workdir, 'datasets', 'demo'))
     if args.build_only:
         return
     env = _vgg_environment(workdir)
-    force = [] if args.iters is None else [  # PDD distils after net_d_init_iters + distill_warmup_iters (5)
-        '--force_yml', f'train:total_iter={args.iters}', f'val:val_freq={args.iters}',
-        f'logger:save_checkpoint_freq={args.iters}', f'logger:print_freq={args.iters}',
-        f'train:net_d_init_iters={max(args.iters // 4, 1)}'
-    ]
-
     for title, option_file, name in TRAIN_STAGES:
         print(f'\n== {title}', flush=True)
-        _run(['kdsr_pdd.train', '-opt', osp.join(OPTIONS, option_file)] + force, workdir, env)
+        _run(['train', '-opt', osp.join(OPTIONS, option_file)] + _length_overrides(args.iters, option_file), workdir,
+             env)
         exp = osp.join(workdir, 'experiments', name)
         _print_metrics('validation', exp)
         print(f'   checkpoint: {osp.join(exp, "models", "net_g_latest.pth")}')
 
     print('\n== Tests', flush=True)
     for title, option_file, name in TESTS:
-        _run(['kdsr_pdd.test', '-opt', osp.join(OPTIONS, option_file)], workdir, env)
+        _run(['test', '-opt', osp.join(OPTIONS, option_file)], workdir, env)
         _print_metrics(title, osp.join(workdir, 'results', name))
         print(f'   SR images: {osp.join(workdir, "results", name, "visualization")}')
 
     print('\n== Report, tables, figure', flush=True)
     out = osp.join(workdir, 'results', 'demo_report')
     os.makedirs(out, exist_ok=True)
-    _run(['kdsr_pdd.report', '--options-glob', osp.join(OPTIONS, '*.yml'), '--lr-size', '45x80',
+    _run(['report', '--options-glob', osp.join(OPTIONS, '*.yml'), '--lr-size', '45x80',
           '--out', osp.join(out, 'models.md')], workdir, env)
     results = [osp.join(workdir, 'results', name) for _, _, name in TESTS]
     tables = (  # (result folders, row labels, extra options, output name)
@@ -116,9 +123,9 @@ def main(argv=None):
         (results[2:], ['generalist', 'PDD-EMA'], [], 'pdd_target_domain'),
     )
     for folders, labels, extra, table in tables:
-        _run(['kdsr_pdd.tables'] + folders + ['--labels'] + labels + ['--metrics', 'psnr', 'ssim'] + extra +
+        _run(['tables'] + folders + ['--labels'] + labels + ['--metrics', 'psnr', 'ssim'] + extra +
              ['--out', osp.join(out, table)], workdir, env)
-    _run(['kdsr_pdd.figures', 'idr', '--opt', osp.join(OPTIONS, 'kdsr_student_x4.yml'), '--model',
+    _run(['figures', 'idr', '--opt', osp.join(OPTIONS, 'kdsr_student_x4.yml'), '--model',
           osp.join(workdir, 'experiments', 'demo_kdsr_student_x4', 'models', 'net_g_latest.pth'), '--hr',
           osp.join(workdir, 'datasets', 'demo', 'val', 'hr'), '--scale', '4', '--out',
           osp.join(out, 'kdsr_student_idr_pca.png')], workdir, env)

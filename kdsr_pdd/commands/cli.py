@@ -1,0 +1,145 @@
+"""Plumbing shared by the commands: argument types, one-line errors, and BasicSR's train / test pipelines.
+
+:func:`run_basicsr_pipeline` is what ``kdsr-pdd train`` and ``kdsr-pdd test`` run: it takes BasicSR's own
+flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``) plus
+``--check`` (validate and stop), reads the option file as BasicSR does, applies ``--force_yml`` with
+BasicSR's semantics, validates the result against the model's typed schema (every problem of the file,
+one line each; nothing is built or written when one is found), and only then hands over to BasicSR's
+``train_pipeline`` / ``test_pipeline``.
+"""
+import argparse
+import os
+import re
+import sys
+
+from kdsr_pdd.logs import GAUSSIAN8_SEPARATOR, LogError, average_by_prefix, direction_overrides, load_experiment
+
+
+def parse_size(text):
+    """argparse type: ``'180x320'`` -> (180, 320)."""
+    match = re.fullmatch(r'(\d+)x(\d+)', text)
+    if not match or 0 in (int(match.group(1)), int(match.group(2))):
+        raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 180x320, got {text!r}')
+    return int(match.group(1)), int(match.group(2))
+
+
+def positive_int(text):
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
+    return value
+
+
+def add_source_arguments(parser):
+    """The options of ``tables`` and ``figures scatter`` that select logs and values."""
+    parser.add_argument('experiments', nargs='+', help='experiment folders (results/<name>, experiments/<name>) '
+                        'or log files')
+    parser.add_argument('--labels', nargs='+', help='row labels, one per experiment (default: folder names)')
+    pick = parser.add_mutually_exclusive_group()
+    pick.add_argument('--last', dest='pick', action='store_const', const='last', default='last',
+                      help="each dataset's last validation block (default)")
+    pick.add_argument('--best', dest='pick', action='store_const', const='best',
+                      help="each metric's best value over the log's validation blocks")
+    parser.add_argument('--average-by-prefix', nargs='?', const=GAUSSIAN8_SEPARATOR, metavar='SEP',
+                        help=f'average datasets named <prefix>SEP<...> into <prefix> (SEP default '
+                        f'{GAUSSIAN8_SEPARATOR!r}: Gaussian8 Set5_sig1.8 ... -> Set5)')
+    parser.add_argument('--higher-better', nargs='+', default=[], metavar='METRIC')
+    parser.add_argument('--lower-better', nargs='+', default=[], metavar='METRIC')
+
+
+def load_from_args(args):
+    """The experiments and direction overrides named by the :func:`add_source_arguments` options."""
+    if args.labels and len(args.labels) != len(args.experiments):
+        raise LogError(f'--labels gives {len(args.labels)} labels for {len(args.experiments)} experiments.')
+    labels = args.labels or [None] * len(args.experiments)
+    overrides = direction_overrides(args.higher_better, args.lower_better)
+    experiments = [load_experiment(path, label, args.pick, overrides) for path, label in zip(args.experiments, labels)]
+    if args.average_by_prefix:
+        experiments = [average_by_prefix(exp, args.average_by_prefix) for exp in experiments]
+    return experiments, overrides
+
+
+def fail(*lines, status=1):
+    """Exit with ``error: <line>`` for each line on stderr and ``status`` (1: the message is the SystemExit's)."""
+    message = '\n'.join(f'error: {line}' for line in lines)
+    if status == 1:
+        raise SystemExit(message)
+    print(message, file=sys.stderr)
+    raise SystemExit(status)
+
+
+def pipeline_parser(kind):
+    """The argument parser of ``train`` / ``test``: BasicSR's flags and ours."""
+    parser = argparse.ArgumentParser(
+        prog=f'kdsr-pdd {kind}', description=f'{kind.capitalize()} with BasicSR\'s {kind}_pipeline from an option '
+        'file, after checking the file against the typed schema of its model_type.')
+    parser.add_argument('-opt', '--opt', dest='opt', required=True, metavar='OPTIONS.yml', help='option YAML file')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher (BasicSR): pytorch for torchrun, slurm')
+    if kind == 'train':
+        parser.add_argument('--auto_resume', action='store_true',
+                            help='resume from the newest training state of experiments/<name>')
+    parser.add_argument('--debug', action='store_true', help="BasicSR's debug mode (name prefixed with debug_)")
+    parser.add_argument('--local_rank', type=int, default=0, help='set by older torch.distributed launchers')
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY:SUB=VALUE',
+                        help='override options, e.g. train:total_iter=1000 (BasicSR semantics)')
+    parser.add_argument('--check', action='store_true', help='check the option file and stop (nothing is written)')
+    return parser
+
+
+def _basicsr_argv(args, kind):
+    argv = [f'kdsr-pdd {kind}', '-opt', args.opt, '--launcher', args.launcher, '--local_rank', str(args.local_rank)]
+    if getattr(args, 'auto_resume', False):
+        argv.append('--auto_resume')
+    if args.debug:
+        argv.append('--debug')
+    if args.force_yml:
+        argv += ['--force_yml', *args.force_yml]
+    return argv
+
+
+def check_pipeline_options(opt_path, overrides, is_train):
+    """The typed options of ``opt_path`` with ``--force_yml`` applied; OptionsError listing every problem."""
+    from kdsr_pdd.schema import apply_force_yml, read_option_file, validate_options
+
+    opt = apply_force_yml(read_option_file(opt_path), overrides, opt_path)
+    opt['is_train'] = is_train
+    return validate_options(opt, opt_path, check_paths=True)
+
+
+def run_basicsr_pipeline(kind, argv=None):
+    """``kdsr-pdd train|test``: check the option file, then run BasicSR's pipeline on it (see the module doc)."""
+    args = pipeline_parser(kind).parse_args(argv)
+    import kdsr_pdd.plugin  # noqa: F401  (registers the plugin's parts into BasicSR)
+    from kdsr_pdd.schema import OptionsError
+
+    try:
+        check_pipeline_options(args.opt, args.force_yml, kind == 'train')
+    except OptionsError as err:
+        if os.environ.get('RANK', '0') != '0':  # under torchrun every process checks; rank 0 reports
+            raise SystemExit(2) from None
+        fail(*(f'{err.source}: {problem}' for problem in err.problems), status=2)
+    if args.check:
+        print(f'{args.opt}: the options are valid.')
+        return 0
+    if kind == 'train':
+        from basicsr.train import train_pipeline as pipeline
+    else:
+        from basicsr.test import test_pipeline as pipeline
+    sys.argv = _basicsr_argv(args, kind)
+    pipeline(os.getcwd())
+    _leave_process_group()
+    return 0
+
+
+def _leave_process_group():
+    """End a torch.distributed run in step: a rank that exits while another still saves can abort."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
