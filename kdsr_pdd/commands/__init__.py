@@ -15,6 +15,7 @@ COMMANDS = {
     'tables': 'paper-style results tables from BasicSR logs',
     'figures': 'figures: fidelity-perception scatter, KDSR IDR analysis',
     'export': 'ONNX export of an SR network',
+    'convert': 'ncnn Real-ESRGAN models to BasicSR checkpoints',
     'benchmarks': 'write benchmark test sets (Gaussian8, aniso+noise, DRealSR crops)',
 }
 
