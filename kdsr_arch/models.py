@@ -153,7 +153,7 @@ class StudentTrainingMixin(DistillationMixin):
         self.optimizer_e.zero_grad()
         l_kd = self.cri_kd(self.get_bare_model(self.net_g).encode(self.lq)[1], teacher_idr)
         l_kd.backward()
-        if self.opt['dist']:  # E_st ran outside the DDP wrapper, which therefore did not sync its gradients
+        if self.options.dist:  # E_st ran outside the DDP wrapper, which therefore did not sync its gradients
             average_gradients(p for group in self.optimizer_e.param_groups for p in group['params'])
         self.optimizer_e.step()
         return OrderedDict(l_kd=l_kd)

@@ -24,7 +24,7 @@ class EMAStartsAsNetGMixin:
 
     def init_training_settings(self):
         super().init_training_settings()
-        if self.ema_decay > 0 and not self.opt['path'].get('resume_state'):
+        if self.ema_decay > 0 and not self.options.path.resume_state:
             self.model_ema(0)
 
 

@@ -297,7 +297,7 @@ class TrainLoader(Section):
 
 class PairedImageDatasetOptions(DatasetBase):
     """BasicSR's PairedImageDataset: LQ / GT files with matching names (validation and test data)."""
-    type: Literal['PairedImageDataset']
+    type: Literal['PairedImageDataset'] = Field(description='PairedImageDataset')
     dataroot_gt: InputPath = Field(description='folder of ground-truth images')
     dataroot_lq: InputPath = Field(description='folder of LR images, named like the GT (see filename_tmpl)')
     meta_info_file: InputFile | None = Field(None, description='list of image names (optional)')
@@ -319,7 +319,7 @@ class PairedTrainDatasetOptions(PairedImageDatasetOptions, TrainLoader):
 
 class SingleImageDatasetOptions(DatasetBase):
     """BasicSR's SingleImageDataset: LR images only (no metrics that need GT)."""
-    type: Literal['SingleImageDataset']
+    type: Literal['SingleImageDataset'] = Field(description='SingleImageDataset')
     dataroot_lq: InputPath = Field(description='folder of LR images')
     meta_info_file: InputFile | None = Field(None, description='list of image names (optional)')
     mean: list[float] | None = Field(None, description='normalisation mean')
@@ -332,7 +332,7 @@ KernelName = Literal['iso', 'aniso', 'generalized_iso', 'generalized_aniso', 'pl
 
 class RealESRGANDatasetOptions(DatasetBase, TrainLoader):
     """BasicSR's RealESRGANDataset: HR crops (400 x 400) and the blur kernels of the second-order degradation."""
-    type: Literal['RealESRGANDataset_basicsr', 'RealESRGANDataset']
+    type: Literal['RealESRGANDataset_basicsr', 'RealESRGANDataset'] = Field(description="BasicSR's RealESRGANDataset")
     dataroot_gt: InputPath = Field(description='folder of HR images')
     meta_info: InputFile = Field(description='text file listing the HR images relative to dataroot_gt')
     blur_kernel_size: PositiveInt = Field(description='first blur: kernel size')
@@ -364,7 +364,7 @@ class CropPadSize(Section):
 class RealESRGANCropDatasetOptions(RealESRGANDatasetOptions, CropPadSize):
     """RealESRGANDataset with its hard-coded 400 x 400 HR crop made an option (:mod:`kdsr_pdd.datasets`)."""
     model_config = ConfigDict(extra='forbid', strict=True, frozen=True)
-    type: Literal['RealESRGANCropDataset']
+    type: Literal['RealESRGANCropDataset'] = Field(description='RealESRGANCropDataset')
 
 
 class OtherDatasetOptions(BaseModel):
@@ -779,6 +779,17 @@ def read_option_file(path):
     return opt
 
 
-def options_json_schema(schema):
-    """The JSON schema of an options schema (for editors), with ``$defs`` and descriptions."""
-    return schema.model_json_schema(mode='validation')
+def options_json_schema(model_type):
+    """The JSON schema of ``model_type``'s option files (for editors): descriptions, defaults, and the schemas
+    of the registered datasets under ``datasets``."""
+    from typing import Union
+
+    schema = schema_of(model_type) or _open_schema()
+    document = schema.model_json_schema(mode='validation')
+    document['title'] = f'{model_type} options'
+    document['properties']['model_type']['const'] = model_type
+    dataset_schemas = list(dict.fromkeys(s for pair in DATASET_SCHEMAS.values() for s in pair if s))
+    datasets = TypeAdapter(Union[tuple(dataset_schemas)]).json_schema(ref_template='#/$defs/{model}')
+    document.setdefault('$defs', {}).update(datasets.pop('$defs', {}))
+    document['properties']['datasets']['additionalProperties'] = datasets
+    return document

@@ -16,6 +16,7 @@ COMMANDS = {
     'figures': 'figures: fidelity-perception scatter, KDSR IDR analysis',
     'export': 'ONNX export of an SR network',
     'convert': 'ncnn Real-ESRGAN models to BasicSR checkpoints',
+    'schema': 'JSON schemas of the option files, for editors',
     'benchmarks': 'write benchmark test sets (Gaussian8, aniso+noise, DRealSR crops)',
 }
 
