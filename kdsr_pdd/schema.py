@@ -782,14 +782,16 @@ def read_option_file(path):
 def options_json_schema(model_type):
     """The JSON schema of ``model_type``'s option files (for editors): descriptions, defaults, and the schemas
     of the registered datasets under ``datasets``."""
-    from typing import Union
+    import functools
+    import operator
 
     schema = schema_of(model_type) or _open_schema()
     document = schema.model_json_schema(mode='validation')
     document['title'] = f'{model_type} options'
     document['properties']['model_type']['const'] = model_type
     dataset_schemas = list(dict.fromkeys(s for pair in DATASET_SCHEMAS.values() for s in pair if s))
-    datasets = TypeAdapter(Union[tuple(dataset_schemas)]).json_schema(ref_template='#/$defs/{model}')
+    any_dataset = functools.reduce(operator.or_, dataset_schemas)
+    datasets = TypeAdapter(any_dataset).json_schema(ref_template='#/$defs/{model}')
     document.setdefault('$defs', {}).update(datasets.pop('$defs', {}))
     document['properties']['datasets']['additionalProperties'] = datasets
     return document

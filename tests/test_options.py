@@ -15,7 +15,8 @@ OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', '**', '*.yml'), recurs
 
 
 def is_training_file(path):
-    return f'{osp.sep}train{osp.sep}' in path or (f'{osp.sep}demo{osp.sep}' in path and 'test_' not in osp.basename(path))
+    demo_training = f'{osp.sep}demo{osp.sep}' in path and not osp.basename(path).startswith('test_')
+    return f'{osp.sep}train{osp.sep}' in path or demo_training
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: osp.relpath(p, REPO))
