@@ -15,13 +15,13 @@ Layout under ``root`` (default ``datasets/demo``)::
 Every file is a deterministic function of the shipped photos; building twice writes the same bytes.
 """
 import math
-import os
 import os.path as osp
 
 import cv2
 import numpy as np
 import skimage
 from basicsr.data.degradations import bivariate_Gaussian
+from basicsr.utils import imwrite
 from basicsr.utils.matlab_functions import imresize
 
 from kdsr_arch.benchmarks import build_gaussian8
@@ -101,12 +101,6 @@ def _center_crop(img, size):
     return img[top:top + size, left:left + size]
 
 
-def _write(path, img):
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    if not cv2.imwrite(path, img):
-        raise OSError(f'could not write {path}')
-
-
 def bicubic_lr(img_uint8, scale):
     """MATLAB-style antialiased bicubic downscale of a uint8 image, rounded back to uint8."""
     lr = imresize(img_uint8.astype(np.float32) / 255., 1 / scale)
@@ -126,17 +120,17 @@ def build_demo_data(root='datasets/demo'):
     for seed, photo in enumerate(TRAIN_PHOTOS):
         name = osp.splitext(photo)[0] + '.png'
         hr = _halve(read_shipped_photo(photo))
-        _write(osp.join(root, 'train', 'hr', name), hr)
-        _write(osp.join(root, 'real', 'train_lr', name), camera_lr(hr, seed))
+        imwrite(hr, osp.join(root, 'train', 'hr', name))
+        imwrite(camera_lr(hr, seed), osp.join(root, 'real', 'train_lr', name))
         names.append(name)
     with open(osp.join(root, 'train', 'meta_info.txt'), 'w', encoding='utf-8') as f:
         f.write(''.join(f'{n}\n' for n in names))
     for seed, photo in enumerate(VAL_PHOTOS, start=len(TRAIN_PHOTOS)):
         name = osp.splitext(photo)[0] + '.png'
         hr = _center_crop(_halve(read_shipped_photo(photo)), VAL_SIZE)
-        _write(osp.join(root, 'val', 'hr', name), hr)
-        _write(osp.join(root, 'val', f'lr_bicubic_x{SCALE}', name), bicubic_lr(hr, SCALE))
-        _write(osp.join(root, 'real', 'val', 'hr', name), hr)
-        _write(osp.join(root, 'real', 'val', 'lr', name), camera_lr(hr, seed))
+        imwrite(hr, osp.join(root, 'val', 'hr', name))
+        imwrite(bicubic_lr(hr, SCALE), osp.join(root, 'val', f'lr_bicubic_x{SCALE}', name))
+        imwrite(hr, osp.join(root, 'real', 'val', 'hr', name))
+        imwrite(camera_lr(hr, seed), osp.join(root, 'real', 'val', 'lr', name))
     build_gaussian8(osp.join(root, 'val', 'hr'), osp.join(root, 'val', f'gaussian8_x{SCALE}'), SCALE)
     return root

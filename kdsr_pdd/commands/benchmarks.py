@@ -14,7 +14,6 @@
   channels kept).
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
@@ -67,20 +66,14 @@ def _read(path):
     return img
 
 
-def _write(img, path):
-    import cv2
-    if not cv2.imwrite(path, img):
-        raise BenchmarkError(f'cannot write {path}')
-
-
 def make_crops(hr_dir, lr_dir, out_root, scale, size, hr_suffix='', lr_suffix=''):
     """Write the paired crops (see the module docstring); return the number of crop pairs written."""
     if scale < 1 or size < 1:
         raise BenchmarkError(f'--scale and --size must be positive, got {scale} and {size}.')
+    from basicsr.utils import imwrite
+
     pairs = pair_images(hr_dir, lr_dir, hr_suffix, lr_suffix)
     hr_out, lr_out = osp.join(out_root, 'HR'), osp.join(out_root, 'LR')
-    os.makedirs(hr_out, exist_ok=True)
-    os.makedirs(lr_out, exist_ok=True)
     count = 0
     for stem, hr_path, lr_path in pairs:
         hr, lr = _read(hr_path), _read(lr_path)
@@ -92,8 +85,10 @@ def make_crops(hr_dir, lr_dir, out_root, scale, size, hr_suffix='', lr_suffix=''
         for row in range(h // size):
             for col in range(w // size):
                 name = f'{stem}_{row}_{col}.png'
-                _write(lr[row * size:(row + 1) * size, col * size:(col + 1) * size], osp.join(lr_out, name))
-                _write(hr[row * hr_size:(row + 1) * hr_size, col * hr_size:(col + 1) * hr_size], osp.join(hr_out, name))
+                lr_rows, lr_cols = slice(row * size, (row + 1) * size), slice(col * size, (col + 1) * size)
+                hr_rows, hr_cols = slice(row * hr_size, (row + 1) * hr_size), slice(col * hr_size, (col + 1) * hr_size)
+                imwrite(lr[lr_rows, lr_cols], osp.join(lr_out, name))
+                imwrite(hr[hr_rows, hr_cols], osp.join(hr_out, name))
                 count += 1
     return count
 
