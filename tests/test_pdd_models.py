@@ -344,9 +344,15 @@ def test_shipped_train_options_cover_the_paper_configurations():
     names = {osp.basename(p)[:-4] for p in TRAIN_OPTIONS}
     for domain in ('RealSR_Canon', 'RealSR_Nikon', 'DRealSR_Panasonic', 'DRealSR_Olympus', 'NTIRE20'):
         assert {f'PDD_EMA_RealESRGAN_x4_{domain}', f'PDD_EMA_BSRGAN_x4_{domain}',
-                f'PDD_Static_ESRGAN_RealESRGAN_x4_{domain}'} <= names
+                f'PDD_Static_ESRGAN_RealESRGAN_x4_{domain}', f'PDD_Static_RealESRGAN_ESRGAN_x4_{domain}'} <= names
     assert {'PDD_EMA_RealESRGAN_x4_RealSR_Canon_matlabresize', 'PDD_Naive_EMA_RealESRGAN_x4_RealSR_Canon'} <= names
     assert len(TEST_OPTIONS) == 6  # five domains + the unadapted generalist on RealSR Canon
+
+
+def test_shipped_train_options_are_generated_from_one_template():
+    import runpy
+    generator = runpy.run_path(osp.join(REPO, 'options', 'generate_pdd.py'))
+    assert generator['main'](['--check']) == 0  # run options/generate_pdd.py after editing it
 
 
 @pytest.mark.parametrize('path', TRAIN_OPTIONS, ids=lambda p: osp.basename(p))
@@ -361,7 +367,8 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
         assert optim == {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]}
     assert train['scheduler'] == {'type': 'MultiStepLR', 'milestones': [25000, 100000, 200000, 300000],
                                   'gamma': 0.5}
-    assert train['total_iter'] == (100000 if ema else 50000) and train['ema_decay'] == 0.999
+    paper_static = 'Static_ESRGAN_RealESRGAN' in path  # the paper's text; the authors' Static file runs 100k
+    assert train['total_iter'] == (50000 if paper_static else 100000) and train['ema_decay'] == 0.999
     assert (train['net_d_iters'], train['net_d_init_iters']) == (1, 300)
     assert (train['distill_warmup_iters'], train['distill_detach_syn']) == ((5, False) if ema else (0, True))
     if 'Naive' in path:  # Eq. 3 baseline: L1 imitation of the reference on real LR
@@ -373,7 +380,13 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
     assert not any(k.startswith('network_') and k not in ('network_g', 'network_d', 'network_reference') for k in opt)
     assert ('network_reference' in (opt['path'].get('ignore_resume_networks') or ())) == (not ema)
     generalist = 'BSRGAN.pth' if '_BSRGAN_' in path else 'RealESRGAN_x4plus.pth'
-    assert opt['path']['pretrain_network_g' if ema else 'pretrain_network_reference'].endswith(generalist)
+    specialist = 'ESRGAN_SRx4_DF2KOST_official-ff704c30.pth'
+    if ema:
+        assert opt['path']['pretrain_network_g'].endswith(generalist)
+    else:  # the paper's Static adapts the specialist against the generalist; the authors' code the other way round
+        student, reference = (specialist, generalist) if paper_static else (generalist, specialist)
+        assert opt['path']['pretrain_network_g'].endswith(student)
+        assert opt['path']['pretrain_network_reference'].endswith(reference)
     for key in ('pixel_opt', 'distill_opt', 'gan_opt'):
         build_loss(train[key])  # every loss option is accepted by its class
     folders = workdir[1]  # the dataset accepts the options (construction only: the demo images are small)
