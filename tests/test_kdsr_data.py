@@ -179,7 +179,7 @@ def test_default_sigma_ranges_per_scale_and_option_errors():
     assert ClassicDegradation(scale=3).sigma_range == (0.2, 3.0)
     assert ClassicDegradation(scale=4).sigma_range == (0.2, 4.0)
     deg = ClassicDegradation.from_options({'kernel': 'aniso', 'noise_max': 25, 'lambda_range': [0.5, 3]}, scale=4)
-    assert (deg.kernel, deg.noise_max, deg.lambda_range, deg.per_sample) == ('aniso', 25.0, (0.5, 3.0), True)
+    assert (deg.kernel, deg.noise_max, deg.lambda_range, deg.per_sample) == ('aniso', 25.0, (0.5, 3.0), False)
     assert ClassicDegradation.from_options(None, 2).sigma_range == (0.2, 2.0)
     with pytest.raises(ValueError, match=r"noise\n  unknown option; did you mean noise_max\?"):
         ClassicDegradation.from_options({'noise': 25}, 4)
@@ -198,11 +198,11 @@ def test_default_sigma_ranges_per_scale_and_option_errors():
 def test_sampling_per_sample_and_per_batch():
     torch.manual_seed(0)
     for kernel in ('iso', 'aniso'):
-        k = ClassicDegradation(kernel=kernel).sample_kernels(5)
+        k = ClassicDegradation(kernel=kernel, per_sample=True).sample_kernels(5)
         assert k.shape == (5, 21, 21) and not torch.allclose(k[0], k[1])
         k = ClassicDegradation(kernel=kernel, per_sample=False).sample_kernels(5)
         assert all(torch.equal(k[0], k[b]) for b in range(5))
-    levels = ClassicDegradation(noise_max=25).sample_noise_levels(1000)
+    levels = ClassicDegradation(noise_max=25, per_sample=True).sample_noise_levels(1000)
     assert 0 <= levels.min() and levels.max() <= 25 and levels.std() > 5
     levels = ClassicDegradation(noise_max=25, per_sample=False).sample_noise_levels(4)
     assert torch.equal(levels, levels[:1].expand(4))
