@@ -187,7 +187,7 @@ def test_naive_distillation_baseline(make_model):
     model.feed_data(data)
     model.optimize_parameters(1)
     assert model.log_dict['l_naive'] == pytest.approx(expected.item(), rel=1e-4)
-    assert 'l_inter' not in model.log_dict and sizes == [2 * B]  # S_syn and GT for the perceptual loss
+    assert 'l_inter' not in model.log_dict and sizes == [B, B]  # S_syn and GT (for the perceptual loss only)
 
 
 def test_ema_reference_starts_equal_and_follows_ema_rule(make_model, generalist):
@@ -260,13 +260,16 @@ def test_discriminator_trained_only_on_gt_and_synthetic_predictions(make_model, 
         assert not torch.allclose(x, sr_real, atol=1e-3)
 
 
-def test_vgg_runs_once_per_generator_step(make_model, monkeypatch):
-    calls = []  # every VGG feature extractor in the process, not only model.vgg
+def test_vgg_runs_twice_per_generator_step_with_and_without_autograd(make_model, monkeypatch):
+    calls = []  # every VGG feature extractor in the process, not only model.vgg: (batch, autograd on)
     forward = VGGFeatureExtractor.forward
-    monkeypatch.setattr(VGGFeatureExtractor, 'forward', lambda self, x: calls.append(x.shape[0]) or forward(self, x))
+    monkeypatch.setattr(VGGFeatureExtractor, 'forward',
+                        lambda self, x: calls.append((x.shape[0], torch.is_grad_enabled())) or forward(self, x))
     model = make_model('ema', net_d_init_iters=1, distill_warmup_iters=1)
-    for it, expected in ((1, []), (2, [2 * B]), (3, [5 * B]), (4, [5 * B])):
-        calls.clear()  # iter 1: D-only warm-up; 2: supervised only (S_syn, GT); 3+: S_syn, S_real, G_syn, G_real, GT
+    # iter 1: D-only warm-up; 2: supervised only (S_syn | GT); 3+: S_syn, S_real | G_syn, G_real, GT
+    for it, expected in ((1, []), (2, [(B, True), (B, False)]), (3, [(2 * B, True), (3 * B, False)]),
+                         (4, [(2 * B, True), (3 * B, False)])):
+        calls.clear()
         model.feed_data(batch(it))
         model.optimize_parameters(it)
         assert calls == expected, it
