@@ -15,12 +15,56 @@ import sys
 from kdsr_pdd.logs import GAUSSIAN8_SEPARATOR, LogError, average_by_prefix, direction_overrides, load_experiment
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of every command: ``prog`` ``kdsr-pdd <command>``, ``--version``, and each long option
+    in both spellings (``--tile-pad`` and ``--tile_pad``, as BasicSR and Real-ESRGAN users type them)."""
+
+    def __init__(self, command=None, **kwargs):
+        if command is not None:  # sub-command parsers get their prog from argparse
+            kwargs['prog'] = f'kdsr-pdd {command}'
+        super().__init__(**kwargs)
+        from kdsr_pdd import __version__
+        self.add_argument('--version', action='version', version=f'kdsr-pdd {__version__}')
+
+    def _spelling(self, token):
+        """``token`` with the option name in the spelling this parser knows (unchanged if it knows it)."""
+        if not token.startswith('--') or token == '--':
+            return token
+        name, eq, value = token.partition('=')
+        known = self._option_string_actions
+        if name in known:
+            return token
+        for other in (name.replace('_', '-'), '--' + name[2:].replace('-', '_')):
+            if other in known:
+                return other + eq + value
+        return token
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([self._spelling(a) for a in args], namespace)
+
+
 def parse_size(text):
     """argparse type: ``'180x320'`` -> (180, 320)."""
     match = re.fullmatch(r'(\d+)x(\d+)', text)
     if not match or 0 in (int(match.group(1)), int(match.group(2))):
         raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 180x320, got {text!r}')
     return int(match.group(1)), int(match.group(2))
+
+
+def resolve_device(text):
+    """``--device`` value -> torch.device: ``auto`` is CUDA when available, else CPU; ValueError (one line) when it
+    is not a device here."""
+    import torch
+
+    name = ('cuda' if torch.cuda.is_available() else 'cpu') if text == 'auto' else text
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f'--device {text}: not a torch device (cpu, cuda, cuda:0, auto)') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {text}: CUDA is not available here; use --device cpu')
+    return device
 
 
 def positive_int(text):
@@ -74,9 +118,9 @@ def fail(*lines, status=1):
 
 def pipeline_parser(kind):
     """The argument parser of ``train`` / ``test``: BasicSR's flags and ours."""
-    parser = argparse.ArgumentParser(
-        prog=f'kdsr-pdd {kind}', description=f'{kind.capitalize()} with BasicSR\'s {kind}_pipeline from an option '
-        'file, after checking the file against the typed schema of its model_type.')
+    parser = CommandParser(
+        kind, description=f'{kind.capitalize()} with BasicSR\'s {kind}_pipeline from an option file, after '
+        'checking the file against the typed schema of its model_type.')
     parser.add_argument('-opt', '--opt', dest='opt', required=True, metavar='OPTIONS.yml', help='option YAML file')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher (BasicSR): pytorch for torchrun, slurm')

@@ -13,13 +13,14 @@ On CPU, in minutes, with data made from photos that scikit-image ships (no downl
 Every step is one of the project's own commands, run from ``--workdir`` (default: the repository);
 the commands are printed so they can be rerun one by one.
 """
-import argparse
+
 import glob
 import os
 import os.path as osp
 import subprocess
 import sys
 
+from kdsr_pdd.commands.cli import CommandParser
 from kdsr_pdd.logs import load_experiment
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -84,7 +85,7 @@ def _print_metrics(label, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = CommandParser('demo', description=__doc__.split('\n')[0])
     parser.add_argument('--workdir', default=REPO, help='where datasets/, experiments/ and results/ go')
     parser.add_argument('--build-only', action='store_true', help='only build the demo data')
     parser.add_argument('--iters', type=int, default=None,

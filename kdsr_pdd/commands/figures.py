@@ -14,7 +14,6 @@ principal component.
 
 Figures are drawn with matplotlib's object API on the Agg canvas (no display needed).
 """
-import argparse
 import csv
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kdsr_pdd.commands.cli import add_source_arguments, fail, load_from_args
+from kdsr_pdd.commands.cli import CommandParser, add_source_arguments, fail, load_from_args, resolve_device
 from kdsr_pdd.logs import metric_title, resolve_directions
 
 DEFAULT_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
@@ -271,7 +270,7 @@ def load_idr_network(model_path, opt_path=None, arch=None, arch_args=None, param
 
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd figures', description=__doc__.split('\n\n')[0])
+    parser = CommandParser('figures', description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
 
     scatter = commands.add_parser('scatter', help='fidelity vs perception scatter of experiments on one dataset')
@@ -279,11 +278,11 @@ def build_parser():
     scatter.add_argument('--x', default='psnr', help='metric on the x axis (default psnr)')
     scatter.add_argument('--y', default='lpips', help='metric on the y axis (default lpips)')
     scatter.add_argument('--dataset', help='dataset name as logged (may be omitted when the logs hold one)')
-    scatter.add_argument('--out', required=True, help='image file to write (e.g. fig.png)')
+    scatter.add_argument('-o', '--out', '--output', required=True, help='image file to write (e.g. fig.png)')
 
     idr = commands.add_parser('idr', help='KDSR IDRs of LR images blurred with several sigmas, projected to 2-D')
-    idr.add_argument('--model', required=True, help='teacher or student checkpoint')
-    idr.add_argument('--opt', help='option file whose network_g describes the checkpoint')
+    idr.add_argument('-m', '--model', required=True, help='teacher or student checkpoint')
+    idr.add_argument('-opt', '--opt', help='option file whose network_g describes the checkpoint')
     idr.add_argument('--arch', help='preset or arch type (as for kdsr-pdd infer), instead of --opt')
     idr.add_argument('--arch-args', help='JSON keyword arguments of --arch')
     idr.add_argument('--param-key', help='checkpoint key (default params_ema, then params, then raw)')
@@ -294,8 +293,8 @@ def build_parser():
     idr.add_argument('--crop', type=int, help='centre-crop each HR image to CROP x CROP (a multiple of the scale)')
     idr.add_argument('--max-images', type=int, help='use only the first N images (sorted by name)')
     idr.add_argument('--method', choices=('pca', 'tsne'), default='pca')
-    idr.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' (default cpu)")
-    idr.add_argument('--out', required=True, help='image file to write (e.g. fig.png)')
+    idr.add_argument('--device', default='auto', help='torch device: cpu, cuda, cuda:N or auto (default)')
+    idr.add_argument('-o', '--out', '--output', required=True, help='image file to write (e.g. fig.png)')
     idr.add_argument('--csv', help='also write the IDRs and their 2-D points to this CSV file')
     return parser
 
@@ -309,7 +308,8 @@ def run_scatter(args):
 
 
 def run_idr(args):
-    net = load_idr_network(args.model, args.opt, args.arch, args.arch_args, args.param_key).to(args.device)
+    net = load_idr_network(args.model, args.opt, args.arch, args.arch_args, args.param_key)
+    net = net.to(resolve_device(args.device))
     scale = args.scale or net.scale
     if scale != net.scale:
         raise FigureError(f'--scale {scale} differs from the network scale {net.scale}.')

@@ -25,7 +25,6 @@ Conventions:
 Large networks at 180x320 take seconds per run on a CPU: ``--lr-size`` reduces the size (the table
 header states the size used) and ``--no-latency`` keeps only the counts, which need no real compute.
 """
-import argparse
 import ctypes
 import gc
 import glob
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdsr_pdd.commands.cli import fail, parse_size, positive_int
+from kdsr_pdd.commands.cli import CommandParser, fail, parse_size, positive_int
 from kdsr_pdd.networks import instantiate, network_scale
 
 SECTIONS = ('network_g', 'teacher_network', 'reference_network')
@@ -282,7 +281,7 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
 
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd report', description=__doc__.split('\n')[0])
+    parser = CommandParser('report', description=__doc__.split('\n')[0])
     parser.add_argument('--options-glob', default='options/**/*.yml',
                         help='option files to read (recursive glob; default %(default)s)')
     parser.add_argument('--lr-size', type=parse_size, default=(180, 320),
@@ -293,7 +292,7 @@ def build_parser():
     parser.add_argument('--repeats', type=positive_int, default=5, help='timed runs per network (default %(default)s)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (default %(default)s)')
     parser.add_argument('--no-latency', action='store_true', help='parameters and MACs only (no real compute)')
-    parser.add_argument('--out', help='also write the markdown report to this file')
+    parser.add_argument('-o', '--out', '--output', help='also write the markdown report to this file')
     return parser
 
 
