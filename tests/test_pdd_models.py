@@ -354,8 +354,8 @@ def test_shipped_train_options_cover_the_paper_configurations():
 
 def test_shipped_train_options_are_generated_from_one_template():
     import runpy
-    generator = runpy.run_path(osp.join(REPO, 'options', 'generate_pdd.py'))
-    assert generator['main'](['--check']) == 0  # run options/generate_pdd.py after editing it
+    generator = runpy.run_path(osp.join(REPO, 'scripts', 'generate_pdd_options.py'))
+    assert generator['main'](['--check']) == 0  # run scripts/generate_pdd_options.py after editing it
 
 
 @pytest.mark.parametrize('path', TRAIN_OPTIONS, ids=lambda p: osp.basename(p))

@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kdsr_pdd.commands.cli import CommandParser, fail, parse_size, positive_int
 from kdsr_pdd.networks import instantiate, network_scale
+from kdsr_pdd.resources import options_dir
 
 SECTIONS = ('network_g', 'teacher_network', 'reference_network')
 UNAVAILABLE = '—'
@@ -282,8 +283,8 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
     parser = CommandParser('report', description=__doc__.split('\n')[0])
-    parser.add_argument('--options-glob', default='options/**/*.yml',
-                        help='option files to read (recursive glob; default %(default)s)')
+    parser.add_argument('--options-glob', default=str(options_dir() / '**' / '*.yml'),
+                        help='option files to read (recursive glob; default: the shipped option files)')
     parser.add_argument('--lr-size', type=parse_size, default=(180, 320),
                         help='LR input HEIGHTxWIDTH (default 180x320)')
     parser.add_argument('--scale', type=int, default=4,

@@ -1,7 +1,7 @@
 """Writes the PDD training option files (options/train/pdd/*.yml) from one template and the tables below.
 
-    python options/generate_pdd.py          # rewrite the files
-    python options/generate_pdd.py --check  # exit 1 if a shipped file differs from what this writes
+    python scripts/generate_pdd_options.py          # rewrite the files
+    python scripts/generate_pdd_options.py --check  # exit 1 if a shipped file differs from what this writes
 
 Every file is the template with the fields of one target domain, one generalist and one configuration:
 
@@ -19,7 +19,7 @@ import argparse
 import os.path as osp
 import sys
 
-OUT = osp.join(osp.dirname(osp.abspath(__file__)), 'train', 'pdd')
+OUT = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', 'train', 'pdd')
 
 DOMAINS = {  # name: (title, train HR, real LR, HR/LR test folders, how to prepare them)
     'RealSR_Canon': ('RealSR V3, Canon, x4', 'datasets/DF2K/HR', 'datasets/RealSR_V3/Canon/Train/4/LR',
@@ -73,7 +73,7 @@ TEMPLATE = '''# yaml-language-server: $schema=../../schemas/PDDModel.json
 # PDD (ECCV 2024){what}: {title}.
 {header}
 # Hyper-parameters: the authors' option files and the paper (Sec. 4.1){variant_note}.
-# Written by options/generate_pdd.py: edit that file, then run it.
+# Written by scripts/generate_pdd_options.py: edit that file, then run it.
 #
 # Placeholder paths (relative to where you run; replace them with your copies):
 #   {train_hr}
@@ -320,7 +320,7 @@ def main(argv=None):
             with open(path, 'w', encoding='utf-8') as f:
                 f.write(text)
     if stale:
-        print(f'{len(stale)} files differ from options/generate_pdd.py: {", ".join(stale)}', file=sys.stderr)
+        print(f'{len(stale)} files differ from scripts/generate_pdd_options.py: {", ".join(stale)}', file=sys.stderr)
         return 1
     return 0
 
