@@ -34,7 +34,10 @@ def test_wheel_holds_the_packages_option_files_and_console_scripts(wheel):
                for root, _, files in os.walk(options_root) for f in files}
     assert shipped == options and len(options) > 40
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith('entry_points.txt'))).decode()
+    from kdsr_pdd.commands import COMMANDS
     assert 'kdsr-pdd = kdsr_pdd.commands:main' in entry_points
+    for command in COMMANDS:  # and one script per command
+        assert f'kdsr-pdd-{command} = kdsr_pdd.commands.{command}:main' in entry_points
     assert not any(n.startswith(('tests/', 'benchmarks/')) for n in names)
 
 
