@@ -70,11 +70,12 @@ def make_crops(hr_dir, lr_dir, out_root, scale, size, hr_suffix='', lr_suffix=''
     if scale < 1 or size < 1:
         raise BenchmarkError(f'--scale and --size must be positive, got {scale} and {size}.')
     from basicsr.utils import imwrite
+    from tqdm import tqdm
 
     pairs = pair_images(hr_dir, lr_dir, hr_suffix, lr_suffix)
     hr_out, lr_out = osp.join(out_root, 'HR'), osp.join(out_root, 'LR')
     count = 0
-    for stem, hr_path, lr_path in pairs:
+    for stem, hr_path, lr_path in tqdm(pairs, desc='crops', unit='image'):
         hr, lr = _read(hr_path), _read(lr_path)
         h, w = lr.shape[:2]
         if hr.shape[:2] != (scale * h, scale * w):

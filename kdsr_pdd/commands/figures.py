@@ -136,6 +136,7 @@ def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
         IDRSamples, rows ordered image-major then by sigma.
     """
     import torch
+    from tqdm import tqdm
 
     from kdsr_arch.archs import KDSRTeacher
     from kdsr_arch.degradations import classic_degrade, isotropic_gaussian_kernels
@@ -145,7 +146,7 @@ def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
     device = _model_device(model)
     kernels = isotropic_gaussian_kernels(torch.tensor([float(s) for s in sigmas], device=device), kernel_size)
     rows, names = [], []
-    for index, item in enumerate(hr_images):
+    for index, item in enumerate(tqdm(hr_images, desc='IDRs', unit='image', leave=False)):
         name, hr = item if isinstance(item, tuple) else (f'image{index}', item)
         hr = hr.to(device=device, dtype=torch.float32).expand(len(sigmas), -1, -1, -1)
         with torch.no_grad():

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from kdsr_pdd.commands.cli import CommandParser, fail, parse_size, positive_int
 from kdsr_pdd.networks import instantiate, network_scale
@@ -316,7 +317,8 @@ def main(argv=None):
                               f'({", ".join(SECTIONS)}).')
         if device is not None:  # one small untimed run: one-time runtime set-up must not land on row 1
             measure(variants[0], tuple(min(n, 16) for n in args.lr_size), device, repeats=1, warmup=0)
-        rows = [measure(v, args.lr_size, device, args.repeats, args.warmup) for v in variants]
+        rows = [measure(v, args.lr_size, device, args.repeats, args.warmup)
+                for v in tqdm(variants, desc='report', unit='network')]
     except ValueError as err:  # ReportError, NetworkError
         fail(err)
     report = format_table(rows, args.lr_size, device, args.repeats, args.warmup, args.scale)
