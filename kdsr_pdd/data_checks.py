@@ -205,6 +205,8 @@ def meta_info_problems(section, root, meta_info, backend):
     problems = []
     if backend == 'lmdb':
         paths, problems = list_images(label, root, backend)
+    elif not osp.isfile(meta_info or ''):
+        return {}, [f'{list_label}: {meta_info!r}: no such file (the list of the HR images to read)']
     else:
         with open(meta_info, encoding='utf-8') as f:
             names = [line.strip().split(' ')[0] for line in f]
@@ -254,9 +256,9 @@ def _pairs(options, section):
         return _lmdb_pairs(options, section)
     gt_root, lq_root, tmpl = options.dataroot_gt, options.dataroot_lq, options.filename_tmpl
 
-    def lq_name(gt_name):
-        stem, ext = osp.splitext(gt_name)
-        return osp.join(osp.dirname(gt_name), f'{tmpl.format(osp.basename(stem))}{ext}')
+    def lq_name(gt_name):  # as BasicSR names it: from the GT's base name, directly in dataroot_lq
+        stem, ext = osp.splitext(osp.basename(gt_name))
+        return f'{tmpl.format(stem)}{ext}'
 
     problems = []
     if options.meta_info_file:  # BasicSR reads the listed GT names, and ignores other files
@@ -300,8 +302,8 @@ def pair_problems(options, section):
     gt_headers = read_headers([gt for gt, _ in pairs], gt_root, backend)
     lq_headers = read_headers([lq for _, lq in pairs], lq_root, backend)
     training = options.phase == 'train'
-    crop = options.gt_size if training else None
-    problems += header_problems(gt_label, gt_headers, gt_root, backend, crop, f'gt_size {crop}')
+    crop = (options.gt_size, f'gt_size {options.gt_size}') if training else ()
+    problems += header_problems(gt_label, gt_headers, gt_root, backend, *crop)
     problems += header_problems(lq_label, lq_headers, lq_root, backend)
     scale, wrong, apparent = options.scale or 1, [], set()
     for gt, lq in pairs:
@@ -313,7 +315,7 @@ def pair_problems(options, section):
             apparent.add(_apparent_scale(gt_hw, lq_hw))
     if wrong:
         rule = f'GT = LQ x {scale}' if training else f'LQ = GT / {scale}, rounded down'
-        (guess, ) = apparent if len(apparent) == 1 else (None, )
+        guess = apparent.pop() if len(apparent) == 1 else None
         hint = f'; they look like x{guess} pairs' if guess and guess != scale else ''
         problems.append(f'{lq_label}: {len(wrong)} of {len(pairs)} pairs do not fit scale {scale} ({rule}): '
                         f'{name_list(wrong)}{hint}; check scale and dataroot_lq')
