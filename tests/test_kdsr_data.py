@@ -368,18 +368,20 @@ def test_dataset_lmdb_backend(tmp_path):
 
 def test_dataset_errors_name_file_and_option(tmp_path):
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(ValueError, match=r"no images in .*empty \(option 'dataroot_gt'\)"):
+    with pytest.raises(ValueError, match=r"^dataroot_gt: '.*empty' contains no images$"):
         _dataset(tmp_path / 'empty')
-    with pytest.raises(ValueError, match="'dataroot_gt' is not a folder"):
-        _dataset(tmp_path / 'missing')
+    with pytest.raises(ValueError, match=r"^datasets.train.dataroot_gt: '.*missing' is not a folder$"):
+        _dataset(tmp_path / 'missing', phase='train')
     with pytest.raises(ValueError, match="gt_size\n  Input should be a valid integer"):
         _dataset(tmp_path, gt_size=None)
     with pytest.raises(ValueError, match=r"gt_size \(10\) must be a multiple of scale 4"):
         _dataset(tmp_path, gt_size=10, scale=4)
+    # refused when built, no longer when the item is loaded (kdsr_pdd.data_checks)
     (tmp_path / 'broken').mkdir()
     (tmp_path / 'broken' / 'notes.txt').write_text('not an image')
-    with pytest.raises(ValueError, match=r'cannot decode image .*notes.txt'):
-        _dataset(tmp_path / 'broken')[0]
+    with pytest.raises(ValueError, match=r'^dataroot_gt: 1 of 1 images cannot be read: notes.txt \(not an image\)'):
+        _dataset(tmp_path / 'broken')
     _write_images(tmp_path / 'small', [(7, 20)])
-    with pytest.raises(ValueError, match=r"small/img0.png is 7x20, smaller than option 'gt_size' = 8"):
-        _dataset(tmp_path / 'small')[0]
+    with pytest.raises(ValueError, match=r'^dataroot_gt: 1 of 1 images are smaller than the 8x8 crop \(gt_size 8\): '
+                                         r'img0.png 7x20 \(height x width\); remove them or lower gt_size$'):
+        _dataset(tmp_path / 'small')

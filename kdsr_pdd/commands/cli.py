@@ -3,9 +3,11 @@
 :func:`run_basicsr_pipeline` is what ``kdsr-pdd train`` and ``kdsr-pdd test`` run: it takes BasicSR's own
 flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``) plus
 ``--check`` (validate and stop), reads the option file as BasicSR does, applies ``--force_yml`` with
-BasicSR's semantics, validates the result against the model's typed schema (every problem of the file,
-one line each; nothing is built or written when one is found), and only then hands over to BasicSR's
-``train_pipeline`` / ``test_pipeline``.
+BasicSR's semantics, validates the result against the model's typed schema, checks the data of every
+dataset section (:mod:`kdsr_pdd.data_checks`; every problem of the file and its data, one line each;
+nothing is built or written when one is found), and only then hands over to BasicSR's
+``train_pipeline`` / ``test_pipeline``; a data problem found there (a dataset refusing its files, too many
+images failing to decode) also ends the run with its one-line messages.
 """
 import argparse
 import os
@@ -147,12 +149,18 @@ def _basicsr_argv(args, kind):
 
 
 def check_pipeline_options(opt_path, overrides, is_train):
-    """The typed options of ``opt_path`` with ``--force_yml`` applied; OptionsError listing every problem."""
-    from kdsr_pdd.schema import apply_force_yml, read_option_file, validate_options
+    """The typed options of ``opt_path`` with ``--force_yml`` applied; OptionsError listing every problem of
+    the file, then of the data of its dataset sections (:func:`kdsr_pdd.data_checks.check_datasets`)."""
+    from kdsr_pdd.data_checks import check_datasets
+    from kdsr_pdd.schema import OptionsError, apply_force_yml, read_option_file, validate_options
 
     opt = apply_force_yml(read_option_file(opt_path), overrides, opt_path)
     opt['is_train'] = is_train
-    return validate_options(opt, opt_path, check_paths=True)
+    options = validate_options(opt, opt_path, check_paths=True)
+    problems = check_datasets(options)
+    if problems:
+        raise OptionsError(opt_path, problems)
+    return options
 
 
 def run_basicsr_pipeline(kind, argv=None):
@@ -175,7 +183,11 @@ def run_basicsr_pipeline(kind, argv=None):
     else:
         from basicsr.test import test_pipeline as pipeline
     sys.argv = _basicsr_argv(args, kind)
-    pipeline(os.getcwd())
+    from kdsr_pdd.data_checks import DataError
+    try:
+        pipeline(os.getcwd())
+    except DataError as err:  # refused when a dataset is built, or too many images failed to decode
+        fail(*err.problems, status=2)
     _leave_process_group()
     return 0
 
