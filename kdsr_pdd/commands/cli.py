@@ -5,7 +5,8 @@ flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank`
 ``--check`` (validate and stop), reads the option file as BasicSR does, applies ``--force_yml`` with
 BasicSR's semantics, validates the result against the model's typed schema (every problem of the file,
 one line each; nothing is built or written when one is found), and only then hands over to BasicSR's
-``train_pipeline`` / ``test_pipeline``.
+``train_pipeline`` (through :func:`kdsr_pdd.training.run`: resume, interruptions, non-finite steps, full
+disks; a run that ends early prints one line and exits non-zero) / ``test_pipeline``.
 """
 import argparse
 import os
@@ -126,12 +127,18 @@ def run_basicsr_pipeline(kind, argv=None):
     if args.check:
         print(f'{args.opt}: the options are valid.')
         return 0
-    if kind == 'train':
-        from basicsr.train import train_pipeline as pipeline
-    else:
-        from basicsr.test import test_pipeline as pipeline
     sys.argv = _basicsr_argv(args, kind)
-    pipeline(os.getcwd())
+    if kind == 'train':
+        from kdsr_pdd import training
+
+        try:
+            training.run(os.getcwd(), args.opt, args.force_yml)  # train_pipeline with kdsr_pdd.training's pieces
+        except training.TrainingStopped as stop:
+            print(stop, file=sys.stderr)
+            raise SystemExit(stop.status) from None
+    else:
+        from basicsr.test import test_pipeline
+        test_pipeline(os.getcwd())
     _leave_process_group()
     return 0
 
