@@ -158,7 +158,8 @@ def newest_resumable_state(opt, state_dir):
     for iteration, path in files:
         missing = [p for p in network_files(opt, iteration) if not osp.isfile(p)]
         if missing:
-            _warn(f'{path}: skipped, its network checkpoint {missing[0]} is missing; trying an earlier state.')
+            _warn(f'{path}: skipped, its network checkpoint {osp.relpath(missing[0])} is missing; trying an earlier '
+                  'state.')
             continue
         try:
             return path, read_training_state(path)

@@ -142,6 +142,7 @@ class _Run:
         self.trained_iter = 0
         self.saved_iter = None
         self.signal = None
+        self.previous_handlers = {}  # signum -> the handler before the run (put back after it)
         self.in_loop = False
         self.nonfinite_steps = 0
         self.skipped_updates = []
@@ -257,7 +258,7 @@ class _Run:
                                       f'train.max_nonfinite_steps = {self.max_nonfinite}).')
             return
         raise TrainingStopped(f'error: iteration {current_iter}: {what}: training stopped, nothing of this iteration '
-                              f'was saved; {self._last_checkpoint("last good checkpoint")}.', 1)
+                              f'was saved; {self._last_checkpoint("last good checkpoint", hint=False)}.', 1)
 
     def _reporting(self, save):
         @functools.wraps(save)
@@ -267,20 +268,20 @@ class _Run:
             except NoSpaceError as err:
                 raise TrainingStopped(f'error: {err.strerror}; {self._last_checkpoint()}.', 1) from None
             except NonFiniteError as err:
-                last = self._last_checkpoint('last good checkpoint')
+                last = self._last_checkpoint('last good checkpoint', hint=False)
                 raise TrainingStopped(f'error: {err} Training stopped; {last}.', 1) from None
             if current_iter != -1:
                 self.saved_iter = current_iter
 
         return reporting_save
 
-    def _last_checkpoint(self, label='last complete checkpoint'):
-        """``'<label>: iteration N (files); resume with: ...'`` from the files on disk."""
+    def _last_checkpoint(self, label='last complete checkpoint', hint=True):
+        """``'<label>: iteration N (files); resume with: ...'`` from the files on disk (the hint if ``hint``)."""
         for iteration, path in resume.state_files(self.opt['path']['training_states']):
             files = resume.network_files(self.opt, iteration)
             if all(osp.isfile(p) for p in files):
-                return (f'{label}: iteration {iteration} ({", ".join(osp.relpath(p) for p in [*files, path])}); '
-                        f'resume with: {self.resume_command}')
+                found = f'{label}: iteration {iteration} ({", ".join(osp.relpath(p) for p in [*files, path])})'
+                return f'{found}; resume with: {self.resume_command}' if hint else found
         return f'{label}: none (no complete checkpoint was written)'
 
     # ----- signals
@@ -357,7 +358,6 @@ def run(root_path, opt_file, force_yml=None):
 
     session = _Run(resume_command(opt_file, force_yml))
     replaced = {name: getattr(basicsr.train, name) for name in _REPLACED}
-    session.previous_handlers = {}
     if threading.current_thread() is threading.main_thread():
         session.previous_handlers = {signum: signal.getsignal(signum) for signum in _SIGNALS}
         for signum in _SIGNALS:
