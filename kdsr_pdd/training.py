@@ -78,7 +78,7 @@ class _Resumable:
 
 
 class ResumablePrefetcher(_Resumable, CPUPrefetcher):
-    """BasicSR's CPUPrefetcher whose epochs start at :meth:`_Run.epoch_iterator` (the loop calls ``reset``
+    """BasicSR's CPUPrefetcher whose epochs start at :meth:`TrainingRun.epoch_iterator` (the loop calls ``reset``
     before its first ``next``, so no iterator is created here)."""
 
     def __init__(self, loader, run):
@@ -129,7 +129,7 @@ class ProgressLogger(MessageLogger):
 
 
 # ------------------------------------------------------------------------------------------------ one run
-class _Run:
+class TrainingRun:
     """The state of one training run that the replaced pieces share."""
 
     def __init__(self, resume_command):
@@ -142,6 +142,7 @@ class _Run:
         self.trained_iter = 0
         self.saved_iter = None
         self.signal = None
+        self.stopping = False  # saving the state of an interrupted run
         self.previous_handlers = {}  # signum -> the handler before the run (put back after it)
         self.in_loop = False
         self.nonfinite_steps = 0
@@ -294,7 +295,8 @@ class _Run:
             return
         self.signal = self.signal or signum
         name = signal.Signals(signum).name
-        where = f'during iteration {self.trained_iter + 1}' if self.in_loop else 'before the first iteration'
+        where = (f'while saving iteration {self.trained_iter}' if self.stopping else
+                 f'during iteration {self.trained_iter + 1}' if self.in_loop else 'before the first iteration')
         checkpoint = self._last_checkpoint() if self.opt is not None else 'nothing was saved'
         raise TrainingStopped(f'stopped at once by {name} {where}; {checkpoint}.', 128 + signum)
 
@@ -308,6 +310,7 @@ class _Run:
                                   128 + self.signal)
         if self.trained_iter != self.saved_iter:
             get_root_logger().info(f'{name}: saving iteration {self.trained_iter} before stopping.')
+            self.stopping = True
             self.model.save(self.epoch, self.trained_iter)
         raise TrainingStopped(f'interrupted by {name} after iteration {self.trained_iter}; '
                               f'{self._last_checkpoint("saved")}.', 128 + self.signal)
@@ -356,7 +359,7 @@ def run(root_path, opt_file, force_yml=None):
     """
     import basicsr.train
 
-    session = _Run(resume_command(opt_file, force_yml))
+    session = TrainingRun(resume_command(opt_file, force_yml))
     replaced = {name: getattr(basicsr.train, name) for name in _REPLACED}
     if threading.current_thread() is threading.main_thread():
         session.previous_handlers = {signum: signal.getsignal(signum) for signum in _SIGNALS}

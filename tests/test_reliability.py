@@ -5,9 +5,11 @@ its training-pair queue, PDD-EMA) are trained for T = 2 K iterations uninterrupt
 stopped / interrupted / killed, then resumed with ``--auto_resume``: every tensor of the final checkpoints
 must be equal, bit for bit. Epochs have 3 iterations, so K = 4 stops mid-epoch; validation runs every 3.
 """
+import copy
 import glob
 import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -21,7 +23,7 @@ import pytest
 import torch
 from conftest import REPO, load_options, write_options
 
-from kdsr_pdd import training
+from kdsr_pdd import resume, training
 from kdsr_pdd.checkpoints import read_state_dict
 from kdsr_pdd.resume import read_training_state
 
@@ -239,6 +241,92 @@ def test_sigkill_then_auto_resume_matches_the_uninterrupted_run(runs, data, tmp_
     assert_same_weights(exp, reference)
 
 
+class _Draws(torch.utils.data.Dataset):
+    """Item i: its index and a python ``random`` draw (a dataset's own randomness)."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return {'i': torch.tensor(i), 'r': torch.tensor(random.random())}
+
+
+def _prefetcher(kind, loader, run):
+    return training.ResumablePrefetcher(loader, run) if kind == 'cpu' else training.ResumableCUDAPrefetcher(
+        loader, {'num_gpu': 0}, run)
+
+
+@pytest.mark.parametrize('kind, workers', [('cpu', 0), ('cuda', 1)])
+def test_resumed_epoch_continues_at_the_saved_batch(kind, workers, monkeypatch):
+    """In-process: the prefetchers skip the batches trained before the save and restore the random states.
+    ``cuda`` (BasicSR's CUDAPrefetcher, streams faked on CPU) loads a batch ahead: exact with a worker."""
+    import contextlib
+
+    if kind == 'cuda':
+        stream = type('Stream', (), {'wait_stream': lambda self, other: None})
+        monkeypatch.setattr(torch.cuda, 'Stream', stream)
+        monkeypatch.setattr(torch.cuda, 'current_stream', stream)
+        monkeypatch.setattr(torch.cuda, 'stream', lambda s: contextlib.nullcontext())
+    loader = torch.utils.data.DataLoader(_Draws(), batch_size=2, shuffle=True, num_workers=workers)
+
+    def new_run(state=None):
+        run = training.TrainingRun('')
+        run.opt, run.epoch, run.resume_state = {'rank': 0}, -1, state
+        run.pending = state and state['data']
+        return run
+
+    torch.manual_seed(0)
+    run = new_run()
+    prefetcher = _prefetcher(kind, loader, run)
+    prefetcher.reset()
+    prefetcher.next(), prefetcher.next()  # two iterations trained, then a save
+    state = {'epoch': 0, 'iter': 2, 'rng': resume.rng_states(), 'data': run.position()}
+    expected = prefetcher.next()
+
+    torch.manual_seed(1), random.seed(1)  # what a new process would have
+    run = new_run(state)
+    prefetcher = _prefetcher(kind, loader, run)
+    prefetcher.reset()
+    batch = prefetcher.next()
+    assert run.batches == 3 and run.epoch == 0
+    assert torch.equal(batch['i'], expected['i']) and torch.equal(batch['r'], expected['r'])
+
+
+def test_models_keep_their_queue_and_hook_state_across_a_resume(tmp_path):
+    """The Real-ESRGAN training-pair queue and a model's ``extra_training_state`` hook go into the state."""
+    from basicsr.models.sr_model import SRModel
+
+    class Counting(SRModel):
+        def extra_training_state(self):
+            return {'seen': self.seen}
+
+        def load_extra_training_state(self, extra):
+            self.seen = extra['seen']
+
+    opt = {'name': 'hook', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'dist': False, 'rank': 0,
+           'world_size': 1, 'is_train': True, 'manual_seed': 3,
+           'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2},
+           'path': {'pretrain_network_g': None, 'strict_load_g': True, 'models': str(tmp_path),
+                    'training_states': str(tmp_path), 'resume_state': str(tmp_path / '3.state')},
+           'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
+                     'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
+                     'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}}
+    model = Counting(copy.deepcopy(opt))  # BasicSR pops entries of opt
+    model.seen, model.queue_lr, model.queue_gt, model.queue_ptr = 5, torch.rand(2, 3, 4, 4), torch.rand(2, 3, 8, 8), 2
+    model.save_training_state(0, 3)
+    state = read_training_state(str(tmp_path / '3.state'))
+    assert state['manual_seed'] == 3 and set(state['rng']) == {'python', 'numpy', 'torch'}
+
+    fresh = Counting(copy.deepcopy(opt))
+    fresh.resume_training(state)
+    assert fresh.seen == 5 and fresh.queue_ptr == 2
+    assert torch.equal(fresh.queue_lr, model.queue_lr) and torch.equal(fresh.queue_gt, model.queue_gt)
+    state['optimizers'].append(state['optimizers'][0])
+    with pytest.raises(resume.ResumeError, match='3.state: the state holds 2 optimizers, the model has 1: the '
+                                                 'options changed since it was saved'):
+        fresh.resume_training(state)
+
+
 # ----------------------------------------------------------------------------------------------- 2. interruptions
 def interrupt(cwd, data, opt_path, overrides, name, after_iteration, signum):
     """Start a run, send ``signum`` once iteration ``after_iteration`` is logged; its stderr and saved iteration.
@@ -273,13 +361,13 @@ def test_sigint_and_sigterm_save_a_resumable_state_and_exit_without_traceback(ru
 
 
 def test_second_signal_or_one_before_training_stops_at_once(tmp_path):
-    run = training._Run('kdsr-pdd train -opt x.yml --auto_resume')
+    run = training.TrainingRun('kdsr-pdd train -opt x.yml --auto_resume')
     with pytest.raises(training.TrainingStopped, match='stopped at once by SIGTERM before the first iteration; '
                                                        'nothing was saved') as stop:
         run.on_signal(signal.SIGTERM, None)
     assert stop.value.status == 143
 
-    run = training._Run('kdsr-pdd train -opt x.yml --auto_resume')
+    run = training.TrainingRun('kdsr-pdd train -opt x.yml --auto_resume')
     run.opt = {'path': {'training_states': str(tmp_path), 'models': str(tmp_path)}, 'network_g': {}}
     run.in_loop, run.trained_iter = True, 6
     run.on_signal(signal.SIGINT, None)  # the first one only asks to stop after the iteration
@@ -287,8 +375,11 @@ def test_second_signal_or_one_before_training_stops_at_once(tmp_path):
     with pytest.raises(training.TrainingStopped, match='stopped at once by SIGINT during iteration 7; last complete '
                                                        r'checkpoint: none \(no complete checkpoint was written\)'):
         run.on_signal(signal.SIGINT, None)
+    run.stopping = True  # a second signal while the interrupted run saves: the save is abandoned (atomic)
+    with pytest.raises(training.TrainingStopped, match='stopped at once by SIGTERM while saving iteration 6; '):
+        run.on_signal(signal.SIGTERM, None)
 
-    run = training._Run('')
+    run = training.TrainingRun('')
     run.pid, run.in_loop = -1, False  # in a forked data-loader worker the handler does nothing
     run.on_signal(signal.SIGINT, None)
     assert run.signal is None
@@ -362,7 +453,7 @@ def test_skipped_non_finite_steps_are_logged_then_training_stops(tmp_path):
            'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3},
                      'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'max_nonfinite_steps': 1}}
-    run = training._Run('kdsr-pdd train -opt nan.yml --auto_resume')
+    run = training.TrainingRun('kdsr-pdd train -opt nan.yml --auto_resume')
     model = run.build_model(build_model, opt)
     before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     lq = torch.rand(1, 3, 8, 8)
