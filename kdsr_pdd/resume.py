@@ -199,6 +199,10 @@ def load_resume_state(opt):
             raise ResumeError(f'path.resume_state: no training state at {path!r}; fix the path or drop the option '
                               'to start from scratch.')
         resume_state = read_training_state(path)
+        missing = [p for p in network_files(opt, resume_state['iter']) if not osp.isfile(p)]
+        if missing:
+            raise ResumeError(f'path.resume_state: {path} needs the network checkpoint {osp.relpath(missing[0])}, '
+                              'which is missing.')
     if resume_state is None:
         return None
     check_resume(opt, resume_state['iter'])

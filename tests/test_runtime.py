@@ -91,6 +91,11 @@ def test_resume_state_loads_on_cpu(tmp_path, monkeypatch):
     opt = {'name': 'exp', 'auto_resume': False, 'path': {'resume_state': 'missing.state'}}
     with pytest.raises(ResumeError, match='path.resume_state'):
         basicsr.train.load_resume_state(opt)
+    opt = {'name': 'exp', 'auto_resume': False, 'network_g': {}, 'network_d': {},
+           'path': {'resume_state': str(states / '10.state'), 'models': 'experiments/exp/models'}}
+    with pytest.raises(ResumeError, match='needs the network checkpoint experiments/exp/models/net_d_10.pth, which '
+                                          'is missing'):
+        basicsr.train.load_resume_state(opt)
 
 
 def test_vgg_feature_extractor_reads_local_weights_and_never_downloads(tmp_path, monkeypatch):
