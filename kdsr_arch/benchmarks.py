@@ -16,6 +16,7 @@ import torch
 from basicsr.data.data_util import paths_from_folder
 from basicsr.data.transforms import mod_crop
 from basicsr.utils import img2tensor, imwrite, tensor2img
+from tqdm import tqdm
 
 from kdsr_arch.degradations import anisotropic_gaussian_kernels, classic_degrade, isotropic_gaussian_kernels
 
@@ -55,7 +56,7 @@ def _write_benchmark(hr_dir, out_root, scale, settings, device):
         lr_dirs.append(osp.join(out_root, folder))
         with torch.random.fork_rng(devices=[torch.device(device)] if torch.device(device).type == 'cuda' else []):
             torch.manual_seed(seed)
-            for name, hr in images:
+            for name, hr in tqdm(images, desc=folder, unit='image', leave=False):
                 x = img2tensor(hr.astype(np.float32) / 255., bgr2rgb=True).unsqueeze(0).to(device)
                 levels = None if not noise else torch.tensor([float(noise)], device=device)
                 lq = classic_degrade(x, kernel.to(device), scale, levels)

@@ -55,8 +55,8 @@ class ClassicDegradationOptions(Section):
     lambda_range: NumberPair = Field([0.2, 4.0], description='aniso: std range along each principal axis')
     noise_max: Annotated[float, Field(ge=0)] = Field(0.0, description='noise std ~ U[0, noise_max] (0-255 units)')
     kernel_size: PositiveInt = Field(21, description='odd blur kernel size')
-    per_sample: bool = Field(True, description='a kernel and noise level per sample (false: one per batch, as '
-                                               "the authors' code)")
+    per_sample: bool = Field(False, description="one kernel and noise level per batch, as the authors' code "
+                                                '(true: one per sample)')
 
     @field_validator('sigma_range', 'lambda_range')
     @classmethod
@@ -233,8 +233,8 @@ class KDSRGANOptions(_StudentNet, RealESRGANDegradation, _KDSRBase):
     network_d: Arch | None = Field(None, description='the discriminator (UNetDiscriminatorSN)')
     path: TeacherGANPath = Field(TeacherGANPath(), description='teacher, discriminator, VGG19, resume state')
     train: KDSRGANTrain | None = Field(None, description='training settings')
-    lq_gt_usm: bool = Field(True, description='synthesise the LR from the USM-sharpened HR (BasicSR\'s '
-                                              'RealESRGANModel); false: from the plain HR')
+    lq_gt_usm: bool = Field(False, description="synthesise the LR from the USM-sharpened HR (true: BasicSR's "
+                                               "RealESRGANModel) or the plain HR (false: the authors' KDSR-GAN)")
     l1_gt_usm: bool = Field(False, description='pixel loss against the USM-sharpened HR')
     percep_gt_usm: bool = Field(False, description='perceptual loss against the USM-sharpened HR')
     gan_gt_usm: bool = Field(False, description='discriminator sees the USM-sharpened HR as real')

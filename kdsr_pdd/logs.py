@@ -87,13 +87,10 @@ def parse_validation_blocks(lines):
     return [(dataset, values) for dataset, values in blocks if values]
 
 
-def parse_metric_directions(lines):
-    """``{metric: 'higher' | 'lower'}`` from the ``better:`` keys of ``val.metrics`` in the first option dump.
-
-    BasicSR logs the options with ``dict2str``: two spaces per level, ``key:[`` opens a mapping, ``]``
-    closes it. Metrics without an explicit ``better`` are left out.
-    """
-    better, path, in_dump = {}, [], False
+def parse_option_dump(lines):
+    """The options BasicSR logged at the start of a run (``dict2str``: two spaces per level, ``key:[`` opens a
+    mapping, ``]`` closes it), as a nested dict of strings; ``{}`` when the log has none."""
+    root, stack, in_dump = {}, [], False
     for line in lines:
         line = line.rstrip('\n')
         if _LOG_LINE.match(line):
@@ -102,13 +99,30 @@ def parse_metric_directions(lines):
             continue
         depth = (len(line) - len(line.lstrip(' '))) // 2
         text = line.strip()
+        if depth < 1 or not text:
+            continue
+        del stack[depth - 1:]
+        parent = stack[-1] if stack else root
         if text == ']':
-            path = path[:depth - 1]
-        elif text.endswith(':['):
-            path, in_dump = path[:depth - 1] + [text[:-2]], True
-        elif path[:2] == ['val', 'metrics'] and len(path) == 3 and depth == 4 and text.startswith('better: '):
-            better[path[2]] = text[len('better: '):].strip()
-    return better
+            continue
+        if text.endswith(':['):
+            parent[text[:-2]] = child = {}
+            stack.append(child)
+            in_dump = True
+        elif ': ' in text:
+            key, value = text.split(': ', 1)
+            parent[key] = value
+            in_dump = True
+    return root
+
+
+def parse_metric_directions(lines):
+    """``{metric: 'higher' | 'lower'}`` from the ``better:`` keys of ``val.metrics`` in the option dump.
+
+    Metrics without an explicit ``better`` are left out.
+    """
+    metrics = (parse_option_dump(lines).get('val') or {}).get('metrics') or {}
+    return {name: opt['better'].strip() for name, opt in metrics.items() if isinstance(opt, dict) and 'better' in opt}
 
 
 def load_experiment(path, label=None, pick='last', overrides=None):
@@ -211,3 +225,69 @@ def metric_title(metric, direction):
     """Column title, e.g. ``PSNR↑`` / ``LPIPS↓`` (upper case for the known metric names)."""
     known = any(n in LOWER_IS_BETTER or n in HIGHER_IS_BETTER for n in base_names(metric))
     return (metric.upper() if known else metric) + ('↑' if direction == 'higher' else '↓')
+
+
+_ITER = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\](.*)$')
+_LOSS = re.compile(r'(\w+): ([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|nan|inf))')
+_RESUME = re.compile(r'Resuming training from epoch: \d+, iter: (\d+)')
+_END = 'End of training.'
+
+
+class Curves(NamedTuple):
+    """Training curves of one log: ``losses[name]`` and ``validation['<dataset> <metric>']`` -> [(iter, value)]."""
+    losses: dict
+    validation: dict
+
+
+def _as_int(text, default=None):
+    try:
+        return int(float(str(text)))
+    except (TypeError, ValueError):
+        return default
+
+
+def training_curves(lines):
+    """The :class:`Curves` of a BasicSR training log (its lines).
+
+    Loss values come from the logged iterations (every ``print_freq``). A validation block carries no iteration:
+    it is the first multiple of ``val.val_freq`` (from the option dump) after the previous validation that is at
+    or after the last logged iteration; the blocks after "End of training" belong to ``train.total_iter``.
+    """
+    dump = parse_option_dump(lines)
+    val_freq = _as_int((dump.get('val') or {}).get('val_freq'))
+    total = _as_int((dump.get('train') or {}).get('total_iter'))
+    losses, validation = {}, {}
+    last_iter = last_val = 0
+    seen, ended, current, run_iter = set(), False, None, None
+    for line in lines:
+        line = line.rstrip('\n')
+        if (match := _RESUME.search(line)) is not None:
+            last_iter = int(match.group(1))
+            last_val = last_iter - last_iter % val_freq if val_freq else last_iter
+        elif (match := _ITER.search(line)) is not None:
+            last_iter = int(match.group(1).replace(',', ''))
+            rest = match.group(2).split(']')[-1]
+            for name, value in _LOSS.findall(rest):
+                losses.setdefault(name, []).append((last_iter, float(value)))
+        elif _END in line:
+            ended = True
+        if (header := _VALIDATION.match(line)) is not None:
+            dataset = header.group(1)
+            if run_iter is None or dataset in seen:  # a new validation run
+                if ended and total is not None:
+                    run_iter = total
+                elif val_freq:
+                    rounded = -(-last_iter // val_freq) * val_freq
+                    run_iter = max(rounded, last_val + val_freq)
+                else:
+                    run_iter = last_iter
+                last_val, seen = run_iter, set()
+            seen.add(dataset)
+            current = dataset
+            continue
+        metric = _METRIC.match(line) if current is not None else None
+        if metric:
+            validation.setdefault(f'{current} {metric.group(1).strip()}', []).append((run_iter, float(metric.group(2))))
+        else:
+            current = None
+    return Curves(losses, validation)

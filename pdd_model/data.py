@@ -1,16 +1,23 @@
 """PDD training data: one dataset that yields a labeled (HR, synthetic LR) pair and an unlabeled real LR."""
-import os.path as osp
 import random
 
 import cv2
 import numpy as np
-from basicsr.data.data_util import paths_from_folder, paths_from_lmdb
 from basicsr.data.transforms import augment
-from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from kdsr_pdd.data_checks import (
+    DecodeGuard,
+    decode_image,
+    display_name,
+    image_folder_problems,
+    option_label,
+    raise_problems,
+    section_of,
+)
 from kdsr_pdd.schema import dataset_keys
 from pdd_model.options import PDDMixedDatasetOptions
 
@@ -22,15 +29,22 @@ def quantize_8bit(img):
     return (np.clip(np.round(img * 255.), 0, 255) / 255.).astype(np.float32)
 
 
-def _random_crop(img, size, path, option):
-    """Uniformly placed ``size`` x ``size`` crop (python ``random``); clear error when the image is too small."""
+def _random_crop(img, size):
+    """Uniformly placed ``size`` x ``size`` crop (python ``random``; the images were checked to be large enough)."""
     h, w = img.shape[:2]
-    if h < size or w < size:
-        raise ValueError(f'PDDMixedDataset: image {path!r} is {h}x{w}, smaller than the {size}x{size} crop '
-                         f'required by {option}.')
     top = random.randint(0, h - size)
     left = random.randint(0, w - size)
     return img[top:top + size, left:left + size, ...]
+
+
+def _folders(options, section):
+    """((HR paths, problems), (real LR paths, problems)) of a PDDMixedDataset section: every header readable,
+    no HR image smaller than the ``gt_size`` crop, no real LR image smaller than the ``gt_size / scale`` one."""
+    backend, scale = options.io_backend.type, options.scale
+    return (image_folder_problems(option_label(section, 'dataroot_gt'), options.dataroot_gt, backend,
+                                  options.gt_size, f'gt_size {options.gt_size}'),
+            image_folder_problems(option_label(section, 'dataroot_lq_real'), options.dataroot_lq_real, backend,
+                                  options.gt_size // scale, f'gt_size / scale = {options.gt_size} / {scale}'))
 
 
 @DATASET_REGISTRY.register()
@@ -60,6 +74,11 @@ class PDDMixedDataset(data.Dataset):
     identically at each epoch; adding the HR index, which ``EnlargedSampler`` reshuffles per
     epoch, makes the real choices change from epoch to epoch.
 
+    Both folders are checked when the dataset is built (:mod:`kdsr_pdd.data_checks`: every header
+    readable, no HR image smaller than ``gt_size``, no real LR image smaller than ``gt_size / scale``). An
+    image whose pixel data does not decode in the loader is skipped with a warning and replaced by the next
+    image of its folder (:class:`kdsr_pdd.data_checks.DecodeGuard`); the draws above are unchanged.
+
     Options: :class:`pdd_model.options.PDDMixedDatasetOptions`.
     """
 
@@ -70,33 +89,31 @@ class PDDMixedDataset(data.Dataset):
         self.gt_size, self.scale = self.options.gt_size, self.options.scale
         self.lq_size = self.gt_size // self.scale
         self.resize_probs = self.options.mode_probabilities()
-        roots = {'dataroot_gt': self.options.dataroot_gt, 'dataroot_lq_real': self.options.dataroot_lq_real}
+        backend = self.options.io_backend.type
         self.client_options = {}
-        if self.options.io_backend.type == 'lmdb':
-            self.client_options = dict(db_paths=list(roots.values()), client_keys=['gt', 'lq_real'])
-            list_paths = paths_from_lmdb
-        else:
-            list_paths = paths_from_folder
-        self.gt_paths, self.real_paths = (self._list(option, root, list_paths) for option, root in roots.items())
+        if backend == 'lmdb':
+            self.client_options = dict(db_paths=[self.options.dataroot_gt, self.options.dataroot_lq_real],
+                                       client_keys=['gt', 'lq_real'])
+        section = section_of(opt)
+        (self.gt_paths, gt_problems), (self.real_paths, real_problems) = _folders(self.options, section)
+        raise_problems(gt_problems + real_problems)
+        self.gt_guard, self.real_guard = (
+            DecodeGuard(option_label(section, key), [display_name(p, root, backend) for p in paths])
+            for key, root, paths in (('dataroot_gt', self.options.dataroot_gt, self.gt_paths),
+                                     ('dataroot_lq_real', self.options.dataroot_lq_real, self.real_paths)))
         self.file_client = None
 
     @staticmethod
-    def _list(option, root, list_paths):
-        if not osp.isdir(root):
-            raise ValueError(f'PDDMixedDataset: {option} {root!r} is not a folder.')
-        paths = sorted(list_paths(root))
-        if not paths:
-            raise ValueError(f'PDDMixedDataset: {option} {root!r} contains no images.')
-        return paths
+    def file_problems(options, section):
+        """Problems of the files of ``datasets.<section>`` (run by :func:`kdsr_pdd.data_checks.check_datasets`)."""
+        return [problem for _, problems in _folders(options, section) for problem in problems]
 
-    def _read(self, path, client_key):
-        """BGR float32 [0, 1] image; clear error for an undecodable file."""
+    def _read(self, paths, client_key, index):
+        """(path, BGR float32 [0, 1] image) of ``paths[index]``; UndecodableImage if it does not decode."""
         if self.file_client is None:  # created lazily: lmdb environments do not survive worker forks
             self.file_client = FileClient(self.options.io_backend.type, **self.client_options)
-        img = imfrombytes(self.file_client.get(path, client_key), float32=False)
-        if img is None:
-            raise ValueError(f'PDDMixedDataset: cannot decode image {path!r}.')
-        return img.astype(np.float32) / 255.
+        path = paths[index]
+        return path, decode_image(self.file_client.get(path, client_key), path).astype(np.float32) / 255.
 
     def _synthesize_lq(self, gt):
         if self.options.lq_synthesis == 'matlab_bicubic':
@@ -107,14 +124,14 @@ class PDDMixedDataset(data.Dataset):
         return quantize_8bit(lq)
 
     def __getitem__(self, index):
-        gt_path = self.gt_paths[index]
-        gt = _random_crop(self._read(gt_path, 'gt'), self.gt_size, gt_path, f'gt_size={self.gt_size}')
+        gt_path, gt = self.gt_guard.load(index, lambda i: self._read(self.gt_paths, 'gt', i))
+        gt = _random_crop(gt, self.gt_size)
         gt = np.ascontiguousarray(augment(np.ascontiguousarray(gt), self.options.use_hflip, self.options.use_rot))
         lq = self._synthesize_lq(gt)
 
-        real_path = self.real_paths[(index + random.randrange(len(self.real_paths))) % len(self.real_paths)]
-        lq_real = _random_crop(self._read(real_path, 'lq_real'), self.lq_size, real_path,
-                               f'gt_size/scale={self.lq_size}')
+        real_index = (index + random.randrange(len(self.real_paths))) % len(self.real_paths)
+        real_path, lq_real = self.real_guard.load(real_index, lambda i: self._read(self.real_paths, 'lq_real', i))
+        lq_real = _random_crop(lq_real, self.lq_size)
         lq_real = np.ascontiguousarray(augment(np.ascontiguousarray(lq_real), self.options.use_hflip,
                                                   self.options.use_rot))
 

@@ -29,8 +29,9 @@ class PDDModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DiscriminatorStepMixin, 
 
     Batches: training ``{'gt': [B,3,H,W], 'lq': [B,3,H/s,W/s], 'lq_real': [B',3,H/s,W/s]}``;
     validation / test ``{'lq', 'gt'}`` (plain paired data). Each generator step runs the student once on
-    ``cat[lq, lq_real]`` and the reference once (no grad) on the same batch, and VGG19 once on the stack
-    ``[S_syn, S_real, G_syn, G_real, GT]``, whose features feed the perceptual and both distance losses.
+    ``cat[lq, lq_real]`` and the reference once (no grad) on the same batch, and VGG19 twice: with autograd on
+    the stack ``[S_syn, S_real]``, without on ``[G_syn, G_real, GT]``; the features feed the perceptual and both
+    distance losses.
 
     Reference (``train.reference``): ``ema`` -- ``net_g_ema`` (``train.ema_decay``, paper 0.999), which starts
     equal to the student; ``static`` -- a frozen ``network_reference`` loaded from
@@ -143,13 +144,22 @@ class PDDModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DiscriminatorStepMixin, 
         return sr_syn
 
     def _vgg_features(self, images):
-        """{name: [B_i,3,H,W]} -> {name: {layer: [B_i,C,h,w]}} with ONE VGG forward on the stacked batch."""
-        if not images:
-            return {}
-        stacked = self.vgg(torch.cat(list(images.values())))
-        sizes = [img.size(0) for img in images.values()]
-        chunks = {layer: feat.split(sizes) for layer, feat in stacked.items()}
-        return {name: {layer: chunks[layer][i] for layer in chunks} for i, name in enumerate(images)}
+        """{name: [B_i,3,H,W]} -> {name: {layer: [B_i,C,h,w]}}.
+
+        One VGG pass over the stacked images that carry gradients (the student's outputs) and one without
+        autograd over the rest (reference outputs, GT): the backward then keeps the VGG activations of the
+        student's images only, and the gradients equal those of separate passes.
+        """
+        feats = {}
+        for with_grad in (True, False):
+            group = OrderedDict((name, img) for name, img in images.items() if img.requires_grad == with_grad)
+            if not group:
+                continue
+            with torch.set_grad_enabled(with_grad):
+                stacked = self.vgg(torch.cat(list(group.values())))
+            chunks = {layer: feat.split([img.size(0) for img in group.values()]) for layer, feat in stacked.items()}
+            feats.update((name, {layer: chunks[layer][i] for layer in chunks}) for i, name in enumerate(group))
+        return feats
 
     def test(self):
         """SRModel.test (net_g_ema when it exists), then optional colour correction to the input."""

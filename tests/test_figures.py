@@ -2,6 +2,7 @@
 student checkpoints, PCA and Spearman against independent oracles (eigh, scipy)."""
 import csv
 import json
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -216,3 +217,88 @@ def test_scatter_of_three_experiments(tmp_path):
         figures.main(['scatter'] + [str(p) for p in folders] + ['--out', str(out)])
     with pytest.raises(SystemExit, match="metric 'niqe' missing for dataset 'Set5'"):
         figures.main(['scatter'] + [str(p) for p in folders] + ['--y', 'niqe', '--dataset', 'Set5', '--out', str(out)])
+
+
+# ------------------------------------------------------------------------------------------ curves, comparison
+def write_training_log(path):
+    """A training log as BasicSR's train pipeline writes it: the option dump, MessageLogger lines every 3
+    iterations, a validation every 4, "End of training", the final validation."""
+    import logging
+
+    from basicsr.models.base_model import BaseModel
+    from basicsr.models.sr_model import SRModel
+    from basicsr.utils import MessageLogger
+    from basicsr.utils.options import dict2str
+    from test_tables import BASICSR_FORMAT
+
+    opt = {'name': 'curve', 'train': {'total_iter': 8}, 'logger': {'print_freq': 3, 'use_tb_logger': False},
+           'val': {'val_freq': 4, 'metrics': {'psnr': {'type': 'calculate_psnr'}}}}
+    logger = logging.getLogger('basicsr')
+    handler = logging.FileHandler(path, 'w')
+    handler.setFormatter(logging.Formatter(BASICSR_FORMAT))
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    model = SimpleNamespace(opt=opt)
+
+    def validate(it):
+        model.metric_results = {'psnr': 20.0 + it}
+        BaseModel._initialize_best_metric_results(model, 'Set5')
+        BaseModel._update_best_metric_result(model, 'Set5', 'psnr', 20.0 + it, it)
+        SRModel._log_validation_metric_values(model, it, 'Set5', None)
+
+    try:
+        logger.info(dict2str(opt))
+        message = MessageLogger(opt, 0, None)
+        for it in range(1, 9):
+            if it % 3 == 0:
+                message({'epoch': 0, 'iter': it, 'lrs': [1e-3], 'time': 0.1, 'data_time': 0.01, 'l_pix': 1.0 / it,
+                         'out_d_real': -0.5})
+            if it % 4 == 0:
+                validate(it)
+        logger.info('End of training. Time consumed: 0:00:01')
+        validate(8)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+    return path
+
+
+def test_training_curves_from_a_basicsr_training_log(tmp_path):
+    from kdsr_pdd.logs import training_curves
+
+    log = write_training_log(tmp_path / 'train_curve_20261123_154001.log')
+    curves = training_curves(log.read_text().splitlines(keepends=True))
+    logged = pytest.approx(1 / 3, rel=1e-4), pytest.approx(1 / 6, rel=1e-4)  # BasicSR logs 5 digits
+    assert curves.losses['l_pix'] == [(3, logged[0]), (6, logged[1])]
+    assert curves.validation == {'Set5 psnr': [(4, 24.0), (8, 28.0), (8, 28.0)]}
+    out = tmp_path / 'curves.png'
+    figures.main(['curves', str(tmp_path), '--out', str(out)])
+    assert_png(out)
+    with pytest.raises(SystemExit, match='no such training log'):
+        figures.main(['curves', str(tmp_path / 'none'), '--out', str(out)])
+
+
+def test_side_by_side_comparison_of_a_test_image(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, size in (('lq', 8), ('gt', 32), ('a', 32), ('b', 32)):
+        (tmp_path / folder).mkdir()
+        name = 'img0.png' if folder in ('lq', 'gt') else 'img0_test.png'  # BasicSR's <stem>_<suffix>.png
+        cv2.imwrite(str(tmp_path / folder / name), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    stem, panels = figures.comparison_panels(tmp_path / 'lq', tmp_path / 'gt', [('A', tmp_path / 'a'),
+                                                                                ('B', tmp_path / 'b')])
+    assert stem == 'img0' and [t for t, _ in panels] == ['LR', 'A', 'B', 'HR']
+    assert all(image.shape == (32, 32, 3) for _, image in panels)
+    lr = cv2.cvtColor(cv2.imread(str(tmp_path / 'lq' / 'img0.png')), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(panels[0][1][::4, ::4], lr)  # the LR, nearest-upscaled
+    out = tmp_path / 'compare.png'
+    figures.main(['compare', '--lq', str(tmp_path / 'lq'), '--gt', str(tmp_path / 'gt'), '--methods',
+                  f'A={tmp_path / "a"}', f'B={tmp_path / "b"}', '--crop', '4,4,16', '--out', str(out)])
+    assert_png(out)
+    with pytest.raises(SystemExit, match=r'--crop 20,4,16 does not fit the 32x32 image img0'):
+        figures.main(['compare', '--lq', str(tmp_path / 'lq'), '--gt', str(tmp_path / 'gt'), '--methods',
+                      f'A={tmp_path / "a"}', '--crop', '20,4,16', '--out', str(out)])
+    with pytest.raises(SystemExit, match=r"no image for 'img0'"):
+        figures.main(['compare', '--lq', str(tmp_path / 'lq'), '--gt', str(tmp_path / 'gt'), '--methods',
+                      f'A={tmp_path}', '--out', str(out)])

@@ -179,7 +179,7 @@ def test_default_sigma_ranges_per_scale_and_option_errors():
     assert ClassicDegradation(scale=3).sigma_range == (0.2, 3.0)
     assert ClassicDegradation(scale=4).sigma_range == (0.2, 4.0)
     deg = ClassicDegradation.from_options({'kernel': 'aniso', 'noise_max': 25, 'lambda_range': [0.5, 3]}, scale=4)
-    assert (deg.kernel, deg.noise_max, deg.lambda_range, deg.per_sample) == ('aniso', 25.0, (0.5, 3.0), True)
+    assert (deg.kernel, deg.noise_max, deg.lambda_range, deg.per_sample) == ('aniso', 25.0, (0.5, 3.0), False)
     assert ClassicDegradation.from_options(None, 2).sigma_range == (0.2, 2.0)
     with pytest.raises(ValueError, match=r"noise\n  unknown option; did you mean noise_max\?"):
         ClassicDegradation.from_options({'noise': 25}, 4)
@@ -198,11 +198,11 @@ def test_default_sigma_ranges_per_scale_and_option_errors():
 def test_sampling_per_sample_and_per_batch():
     torch.manual_seed(0)
     for kernel in ('iso', 'aniso'):
-        k = ClassicDegradation(kernel=kernel).sample_kernels(5)
+        k = ClassicDegradation(kernel=kernel, per_sample=True).sample_kernels(5)
         assert k.shape == (5, 21, 21) and not torch.allclose(k[0], k[1])
         k = ClassicDegradation(kernel=kernel, per_sample=False).sample_kernels(5)
         assert all(torch.equal(k[0], k[b]) for b in range(5))
-    levels = ClassicDegradation(noise_max=25).sample_noise_levels(1000)
+    levels = ClassicDegradation(noise_max=25, per_sample=True).sample_noise_levels(1000)
     assert 0 <= levels.min() and levels.max() <= 25 and levels.std() > 5
     levels = ClassicDegradation(noise_max=25, per_sample=False).sample_noise_levels(4)
     assert torch.equal(levels, levels[:1].expand(4))
@@ -368,18 +368,20 @@ def test_dataset_lmdb_backend(tmp_path):
 
 def test_dataset_errors_name_file_and_option(tmp_path):
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(ValueError, match=r"no images in .*empty \(option 'dataroot_gt'\)"):
+    with pytest.raises(ValueError, match=r"^dataroot_gt: '.*empty' contains no images$"):
         _dataset(tmp_path / 'empty')
-    with pytest.raises(ValueError, match="'dataroot_gt' is not a folder"):
-        _dataset(tmp_path / 'missing')
+    with pytest.raises(ValueError, match=r"^datasets.train.dataroot_gt: '.*missing' is not a folder$"):
+        _dataset(tmp_path / 'missing', phase='train')
     with pytest.raises(ValueError, match="gt_size\n  Input should be a valid integer"):
         _dataset(tmp_path, gt_size=None)
     with pytest.raises(ValueError, match=r"gt_size \(10\) must be a multiple of scale 4"):
         _dataset(tmp_path, gt_size=10, scale=4)
+    # refused when built, no longer when the item is loaded (kdsr_pdd.data_checks)
     (tmp_path / 'broken').mkdir()
     (tmp_path / 'broken' / 'notes.txt').write_text('not an image')
-    with pytest.raises(ValueError, match=r'cannot decode image .*notes.txt'):
-        _dataset(tmp_path / 'broken')[0]
+    with pytest.raises(ValueError, match=r'^dataroot_gt: 1 of 1 images cannot be read: notes.txt \(not an image\)'):
+        _dataset(tmp_path / 'broken')
     _write_images(tmp_path / 'small', [(7, 20)])
-    with pytest.raises(ValueError, match=r"small/img0.png is 7x20, smaller than option 'gt_size' = 8"):
-        _dataset(tmp_path / 'small')[0]
+    with pytest.raises(ValueError, match=r'^dataroot_gt: 1 of 1 images are smaller than the 8x8 crop \(gt_size 8\): '
+                                         r'img0.png 7x20 \(height x width\); remove them or lower gt_size$'):
+        _dataset(tmp_path / 'small')

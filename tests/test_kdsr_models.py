@@ -6,6 +6,7 @@ import kdsr_pdd.plugin  # noqa: F401  (first: spawned DDP workers import this mo
 # isort: split
 import copy
 import os
+import random
 import re
 from pathlib import Path
 
@@ -220,6 +221,45 @@ def test_resume_does_not_overwrite_student_with_teacher_g(tmp_path, data_root):
     model = in_process(opt)
     assert all(torch.equal(model.net_g.state_dict()[k], v) for k, v in params.items())
     assert all(torch.equal(model.net_g_ema.state_dict()[k], v) for k, v in params_ema.items())
+
+
+def _realesrgan_batch(seed):
+    """A training batch as RealESRGANDataset gives it (HR crops and the three kernels)."""
+    torch.manual_seed(seed)
+    delta = torch.zeros(2, 21, 21)
+    delta[:, 10, 10] = 1
+    return {'gt': torch.rand(2, 3, 64, 64), 'kernel1': delta, 'kernel2': delta, 'sinc_kernel': delta}
+
+
+@pytest.mark.parametrize('lq_gt_usm', [False, True])
+def test_kdsr_gan_lr_synthesis_from_the_plain_or_the_sharpened_hr(tmp_path, data_root, vgg_file, lq_gt_usm):
+    """The GAN model's LR equals BasicSR's RealESRNetModel synthesis, same RNG, of the plain HR (the authors'
+    KDSR-GAN, default) or of the USM-sharpened HR (BasicSR's RealESRGANModel); gt_usm is always sharpened."""
+    from basicsr.utils import USMSharp
+
+    random_teacher_file(tmp_path / 'teacher.pth')
+    opt = train_options('gan_lq', 'gan', data_root, tmp_path / 'teacher.pth', ema_decay=0.999,
+                        optim_d={'type': 'Adam', 'lr': 1e-4}, gan_opt={'type': 'GANLoss', 'gan_type': 'vanilla'})
+    opt.update(**REALESRGAN_DEGRADATION, lq_gt_usm=lq_gt_usm)
+    del opt['classic_degradation']
+    opt['network_d'] = {'type': 'UNetDiscriminatorSN_basicsr', 'num_in_ch': 3, 'num_feat': 4, 'skip_connection': True}
+    opt['path']['pretrain_network_vgg19'] = str(vgg_file)
+    opt['datasets']['train'] = {'name': 'x', 'dataroot_gt': 'unused', 'meta_info': 'unused', 'batch_size_per_gpu': 2,
+                                'num_worker_per_gpu': 0, **REALESRGAN_DATASET}
+    gan = in_process(opt)
+    reference = in_process({**opt, 'model_type': 'RealESRNetModel_basicsr', 'gt_usm': lq_gt_usm,
+                            'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 4},
+                            'train': {k: opt['train'][k] for k in ('optim_g', 'scheduler', 'total_iter', 'pixel_opt')}})
+    for model in (gan, reference):
+        model.queue_size = 2  # the pair pool returns the batch itself: compare the synthesis alone
+        torch.manual_seed(7)
+        np.random.seed(7)
+        random.seed(7)
+        model.feed_data(_realesrgan_batch(0))
+    assert torch.equal(gan.lq, reference.lq)
+    if not lq_gt_usm:
+        assert torch.equal(reference.gt, gan.gt)  # RealESRNetModel with gt_usm false keeps the plain HR
+    torch.testing.assert_close(gan.gt_usm, USMSharp()(gan.gt), rtol=0, atol=0)
 
 
 def test_teacher_stage_feeds_gt_in_training_and_validation(data_root):

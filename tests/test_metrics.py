@@ -73,7 +73,7 @@ def backbones(tmp_path_factory):
 
 def test_registered_without_shadowing_basicsr():
     for name in ('calculate_lpips', 'calculate_dists', 'calculate_musiq', 'calculate_nrqm', 'calculate_pyiqa_niqe',
-                 'calculate_pyiqa_psnr'):
+                 'calculate_pyiqa_psnr', 'calculate_pyiqa_ssim'):
         assert METRIC_REGISTRY.get(name) is getattr(metrics, name)
     assert METRIC_REGISTRY.get('calculate_psnr') is calculate_psnr
     assert METRIC_REGISTRY.get('calculate_niqe') is calculate_niqe
@@ -113,6 +113,27 @@ def test_pyiqa_psnr_crop_border_drops_the_border():
     sr[:4] = 255 - sr[:4]  # differences only inside the 4-pixel border
     assert metric('calculate_pyiqa_psnr', sr, gt, crop_border=4) == pytest.approx(80.0)  # pyiqa's eps 1e-8
     assert metric('calculate_pyiqa_psnr', sr, gt, crop_border=3) < 30
+
+
+# ------------------------------------------------------------------------------------------------ SSIM
+def test_pyiqa_ssim_is_the_standard_ssim_of_the_rounded_yiq_luma():
+    """Oracle: scikit-image's SSIM (Gaussian window, sigma 1.5, population covariances, as Wang et al.) on the
+    YIQ luma rounded to 8-bit levels, which pyiqa's ``ssim`` computes (PDD's evaluation)."""
+    from skimage.metrics import structural_similarity
+
+    gt = smooth_image(5)
+    sr = noisy(gt, 6)
+
+    def luma(bgr):
+        return np.round(bgr[..., 2] * 0.299 + bgr[..., 1] * 0.587 + bgr[..., 0] * 0.114)
+
+    expected = structural_similarity(luma(sr.astype(np.float64)), luma(gt.astype(np.float64)), gaussian_weights=True,
+                                     sigma=1.5, use_sample_covariance=False, data_range=255)
+    assert metric('calculate_pyiqa_ssim', sr, gt, better='higher') == pytest.approx(expected, abs=1e-4)
+    assert metric('calculate_pyiqa_ssim', gt, gt) == pytest.approx(1.0, abs=1e-9)
+    cropped = gt.copy()
+    cropped[:4] = 255 - cropped[:4]  # differences only inside the 4-pixel border
+    assert metric('calculate_pyiqa_ssim', cropped, gt, crop_border=4) == pytest.approx(1.0, abs=1e-9)
 
 
 # ------------------------------------------------------------------------------------------------ NIQE

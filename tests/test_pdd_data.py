@@ -248,7 +248,7 @@ def test_lmdb_backend(tmp_path):
     (dict(resize_probs=[0, 0, 0]), 'resize_probs'),
     (dict(io_backend={'type': 'memcached'}), "io_backend.type\n  Input should be 'disk' or 'lmdb'"),
     (dict(scale=None), 'scale: missing'),
-    (dict(dataroot_gt='/nonexistent/hr'), "dataroot_gt '/nonexistent/hr' is not a folder"),
+    (dict(dataroot_gt='/nonexistent/hr'), "^datasets.train.dataroot_gt: '/nonexistent/hr' is not a folder$"),
 ])
 def test_option_errors(folders, change, message):
     tmp_path, _, _ = folders
@@ -260,25 +260,29 @@ def test_option_errors(folders, change, message):
 def test_empty_folder_error(folders, option):
     tmp_path, _, _ = folders
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(ValueError, match=f"{option} '.*empty' contains no images"):
+    with pytest.raises(ValueError, match=f"^datasets.train.{option}: '.*empty' contains no images$"):
         PDDMixedDataset(_opt(tmp_path, **{option: str(tmp_path / 'empty')}))
 
 
-def test_small_and_undecodable_image_errors(tmp_path):
+def test_small_and_undecodable_images_are_refused_when_built(tmp_path):
+    """Refused by the constructor (kdsr_pdd.data_checks), no longer when an item is loaded."""
     _write_images(tmp_path / 'hr', 1, (20, 40, 3), seed=17)
     _write_images(tmp_path / 'real', 1, (12, 12, 3), seed=18)
-    with pytest.raises(ValueError, match=r"img00.png' is 20x40, smaller than the 24x24 crop .*gt_size=24"):
-        PDDMixedDataset(_opt(tmp_path))[0]
+    with pytest.raises(ValueError, match=r'^datasets.train.dataroot_gt: 1 of 1 images are smaller than the 24x24 crop '
+                                         r'\(gt_size 24\): img00.png 20x40 \(height x width\)'):
+        PDDMixedDataset(_opt(tmp_path))
 
     _write_images(tmp_path / 'hr', 1, (30, 30, 3), seed=19)
     _write_images(tmp_path / 'real', 1, (5, 12, 3), seed=20)
-    with pytest.raises(ValueError, match=r"real/img00.png' is 5x12, smaller than the 6x6 crop .*gt_size/scale=6"):
-        PDDMixedDataset(_opt(tmp_path))[0]
+    with pytest.raises(ValueError, match=r'^datasets.train.dataroot_lq_real: 1 of 1 images are smaller than the 6x6 '
+                                         r'crop \(gt_size / scale = 24 / 4\): img00.png 5x12'):
+        PDDMixedDataset(_opt(tmp_path))
 
     _write_images(tmp_path / 'real', 1, (12, 12, 3), seed=21)
     (tmp_path / 'hr' / 'img00.png').write_text('not an image')
-    with pytest.raises(ValueError, match="cannot decode image '.*img00.png'"):
-        PDDMixedDataset(_opt(tmp_path))[0]
+    with pytest.raises(ValueError, match=r'^datasets.train.dataroot_gt: 1 of 1 images cannot be read: img00.png '
+                                         r'\(not an image\); remove or replace them$'):
+        PDDMixedDataset(_opt(tmp_path))
 
 
 def test_camera_domain_degradation_seeded_shape_and_range():

@@ -187,7 +187,7 @@ def test_naive_distillation_baseline(make_model):
     model.feed_data(data)
     model.optimize_parameters(1)
     assert model.log_dict['l_naive'] == pytest.approx(expected.item(), rel=1e-4)
-    assert 'l_inter' not in model.log_dict and sizes == [2 * B]  # S_syn and GT for the perceptual loss
+    assert 'l_inter' not in model.log_dict and sizes == [B, B]  # S_syn and GT (for the perceptual loss only)
 
 
 def test_ema_reference_starts_equal_and_follows_ema_rule(make_model, generalist):
@@ -260,13 +260,16 @@ def test_discriminator_trained_only_on_gt_and_synthetic_predictions(make_model, 
         assert not torch.allclose(x, sr_real, atol=1e-3)
 
 
-def test_vgg_runs_once_per_generator_step(make_model, monkeypatch):
-    calls = []  # every VGG feature extractor in the process, not only model.vgg
+def test_vgg_runs_twice_per_generator_step_with_and_without_autograd(make_model, monkeypatch):
+    calls = []  # every VGG feature extractor in the process, not only model.vgg: (batch, autograd on)
     forward = VGGFeatureExtractor.forward
-    monkeypatch.setattr(VGGFeatureExtractor, 'forward', lambda self, x: calls.append(x.shape[0]) or forward(self, x))
+    monkeypatch.setattr(VGGFeatureExtractor, 'forward',
+                        lambda self, x: calls.append((x.shape[0], torch.is_grad_enabled())) or forward(self, x))
     model = make_model('ema', net_d_init_iters=1, distill_warmup_iters=1)
-    for it, expected in ((1, []), (2, [2 * B]), (3, [5 * B]), (4, [5 * B])):
-        calls.clear()  # iter 1: D-only warm-up; 2: supervised only (S_syn, GT); 3+: S_syn, S_real, G_syn, G_real, GT
+    # iter 1: D-only warm-up; 2: supervised only (S_syn | GT); 3+: S_syn, S_real | G_syn, G_real, GT
+    for it, expected in ((1, []), (2, [(B, True), (B, False)]), (3, [(2 * B, True), (3 * B, False)]),
+                         (4, [(2 * B, True), (3 * B, False)])):
+        calls.clear()
         model.feed_data(batch(it))
         model.optimize_parameters(it)
         assert calls == expected, it
@@ -344,9 +347,15 @@ def test_shipped_train_options_cover_the_paper_configurations():
     names = {osp.basename(p)[:-4] for p in TRAIN_OPTIONS}
     for domain in ('RealSR_Canon', 'RealSR_Nikon', 'DRealSR_Panasonic', 'DRealSR_Olympus', 'NTIRE20'):
         assert {f'PDD_EMA_RealESRGAN_x4_{domain}', f'PDD_EMA_BSRGAN_x4_{domain}',
-                f'PDD_Static_ESRGAN_RealESRGAN_x4_{domain}'} <= names
+                f'PDD_Static_ESRGAN_RealESRGAN_x4_{domain}', f'PDD_Static_RealESRGAN_ESRGAN_x4_{domain}'} <= names
     assert {'PDD_EMA_RealESRGAN_x4_RealSR_Canon_matlabresize', 'PDD_Naive_EMA_RealESRGAN_x4_RealSR_Canon'} <= names
     assert len(TEST_OPTIONS) == 6  # five domains + the unadapted generalist on RealSR Canon
+
+
+def test_shipped_train_options_are_generated_from_one_template():
+    import runpy
+    generator = runpy.run_path(osp.join(REPO, 'scripts', 'generate_pdd_options.py'))
+    assert generator['main'](['--check']) == 0  # run scripts/generate_pdd_options.py after editing it
 
 
 @pytest.mark.parametrize('path', TRAIN_OPTIONS, ids=lambda p: osp.basename(p))
@@ -361,7 +370,8 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
         assert optim == {'type': 'Adam', 'lr': 1e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]}
     assert train['scheduler'] == {'type': 'MultiStepLR', 'milestones': [25000, 100000, 200000, 300000],
                                   'gamma': 0.5}
-    assert train['total_iter'] == (100000 if ema else 50000) and train['ema_decay'] == 0.999
+    paper_static = 'Static_ESRGAN_RealESRGAN' in path  # the paper's text; the authors' Static file runs 100k
+    assert train['total_iter'] == (50000 if paper_static else 100000) and train['ema_decay'] == 0.999
     assert (train['net_d_iters'], train['net_d_init_iters']) == (1, 300)
     assert (train['distill_warmup_iters'], train['distill_detach_syn']) == ((5, False) if ema else (0, True))
     if 'Naive' in path:  # Eq. 3 baseline: L1 imitation of the reference on real LR
@@ -373,7 +383,13 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
     assert not any(k.startswith('network_') and k not in ('network_g', 'network_d', 'network_reference') for k in opt)
     assert ('network_reference' in (opt['path'].get('ignore_resume_networks') or ())) == (not ema)
     generalist = 'BSRGAN.pth' if '_BSRGAN_' in path else 'RealESRGAN_x4plus.pth'
-    assert opt['path']['pretrain_network_g' if ema else 'pretrain_network_reference'].endswith(generalist)
+    specialist = 'ESRGAN_SRx4_DF2KOST_official-ff704c30.pth'
+    if ema:
+        assert opt['path']['pretrain_network_g'].endswith(generalist)
+    else:  # the paper's Static adapts the specialist against the generalist; the authors' code the other way round
+        student, reference = (specialist, generalist) if paper_static else (generalist, specialist)
+        assert opt['path']['pretrain_network_g'].endswith(student)
+        assert opt['path']['pretrain_network_reference'].endswith(reference)
     for key in ('pixel_opt', 'distill_opt', 'gan_opt'):
         build_loss(train[key])  # every loss option is accepted by its class
     folders = workdir[1]  # the dataset accepts the options (construction only: the demo images are small)

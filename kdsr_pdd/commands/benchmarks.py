@@ -13,12 +13,11 @@
   and every HR must be exactly S times its LR in both sides. Pixels are copied unchanged (bit depth and
   channels kept).
 """
-import argparse
 import os.path as osp
 import sys
 
 from kdsr_pdd.checkpoints import few_names
-from kdsr_pdd.commands.cli import fail
+from kdsr_pdd.commands.cli import CommandParser, fail, resolve_device
 from kdsr_pdd.images import IMAGE_EXTENSIONS
 
 
@@ -71,11 +70,12 @@ def make_crops(hr_dir, lr_dir, out_root, scale, size, hr_suffix='', lr_suffix=''
     if scale < 1 or size < 1:
         raise BenchmarkError(f'--scale and --size must be positive, got {scale} and {size}.')
     from basicsr.utils import imwrite
+    from tqdm import tqdm
 
     pairs = pair_images(hr_dir, lr_dir, hr_suffix, lr_suffix)
     hr_out, lr_out = osp.join(out_root, 'HR'), osp.join(out_root, 'LR')
     count = 0
-    for stem, hr_path, lr_path in pairs:
+    for stem, hr_path, lr_path in tqdm(pairs, desc='crops', unit='image'):
         hr, lr = _read(hr_path), _read(lr_path)
         h, w = lr.shape[:2]
         if hr.shape[:2] != (scale * h, scale * w):
@@ -94,13 +94,13 @@ def make_crops(hr_dir, lr_dir, out_root, scale, size, hr_suffix='', lr_suffix=''
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd benchmarks', description=__doc__.split('\n')[0])
+    parser = CommandParser('benchmarks', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
 
     def command(name, help_text):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument('--hr', required=True, help='folder of HR images')
-        sub.add_argument('--out', required=True, help='output root')
+        sub.add_argument('-o', '--out', '--output', required=True, help='output root')
         sub.add_argument('--scale', type=int, default=4, help='upscaling factor (default %(default)s)')
         return sub
 
@@ -112,7 +112,8 @@ def build_parser():
     aniso.add_argument('--noise', type=float, default=0.0, help='Gaussian noise std, 0-255 units (default 0)')
     aniso.add_argument('--seed', type=int, default=0, help='noise seed (default %(default)s)')
     for sub in (gaussian8, aniso):
-        sub.add_argument('--device', default='cpu', help='device for the degradation (default %(default)s)')
+        sub.add_argument('--device', default='cpu', help='device of the degradation (default cpu: the noise, and so '
+                         'the files, are the same on every machine)')
     crops = command('crops', 'non-overlapping LR crops with the matching HR crops (DRealSR protocol)')
     crops.add_argument('--lr', required=True, help='folder of LR images paired with --hr')
     crops.add_argument('--size', type=int, default=512, help='LR crop side (default %(default)s)')
@@ -127,10 +128,10 @@ def main(argv=None):
 
     try:
         if args.command == 'gaussian8':
-            folders = build_gaussian8(args.hr, args.out, args.scale, device=args.device)
+            folders = build_gaussian8(args.hr, args.out, args.scale, device=resolve_device(args.device))
         elif args.command == 'aniso':
             folders = build_aniso_noise(args.hr, args.out, args.scale, args.lambda1, args.lambda2, args.theta,
-                                        args.noise, seed=args.seed, device=args.device)
+                                        args.noise, seed=args.seed, device=resolve_device(args.device))
         else:
             count = make_crops(args.hr, args.lr, args.out, args.scale, args.size, args.hr_suffix, args.lr_suffix)
             print(f'wrote {count} crop pairs to {osp.join(args.out, "HR")} and {osp.join(args.out, "LR")}')

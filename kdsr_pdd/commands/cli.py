@@ -3,10 +3,12 @@
 :func:`run_basicsr_pipeline` is what ``kdsr-pdd train`` and ``kdsr-pdd test`` run: it takes BasicSR's own
 flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank``, ``--force_yml``) plus
 ``--check`` (validate and stop), reads the option file as BasicSR does, applies ``--force_yml`` with
-BasicSR's semantics, validates the result against the model's typed schema (every problem of the file,
-one line each; nothing is built or written when one is found), and only then hands over to BasicSR's
-``train_pipeline`` (through :func:`kdsr_pdd.training.run`: resume, interruptions, non-finite steps, full
-disks; a run that ends early prints one line and exits non-zero) / ``test_pipeline``.
+BasicSR's semantics, validates the result against the model's typed schema, checks the data of every
+dataset section (:mod:`kdsr_pdd.data_checks`; every problem of the file and its data, one line each;
+nothing is built or written when one is found), and only then hands over to BasicSR's ``train_pipeline``
+(through :func:`kdsr_pdd.training.run`: resume, interruptions, non-finite steps, full disks; a run that ends
+early prints one line and exits non-zero) / ``test_pipeline``; a data problem found there (a dataset refusing
+its files, too many images failing to decode) also ends the run with its one-line messages.
 """
 import argparse
 import os
@@ -16,12 +18,56 @@ import sys
 from kdsr_pdd.logs import GAUSSIAN8_SEPARATOR, LogError, average_by_prefix, direction_overrides, load_experiment
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of every command: ``prog`` ``kdsr-pdd <command>``, ``--version``, and each long option
+    in both spellings (``--tile-pad`` and ``--tile_pad``, as BasicSR and Real-ESRGAN users type them)."""
+
+    def __init__(self, command=None, **kwargs):
+        if command is not None:  # sub-command parsers get their prog from argparse
+            kwargs['prog'] = f'kdsr-pdd {command}'
+        super().__init__(**kwargs)
+        from kdsr_pdd import __version__
+        self.add_argument('--version', action='version', version=f'kdsr-pdd {__version__}')
+
+    def _spelling(self, token):
+        """``token`` with the option name in the spelling this parser knows (unchanged if it knows it)."""
+        if not token.startswith('--') or token == '--':
+            return token
+        name, eq, value = token.partition('=')
+        known = self._option_string_actions
+        if name in known:
+            return token
+        for other in (name.replace('_', '-'), '--' + name[2:].replace('-', '_')):
+            if other in known:
+                return other + eq + value
+        return token
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([self._spelling(a) for a in args], namespace)
+
+
 def parse_size(text):
     """argparse type: ``'180x320'`` -> (180, 320)."""
     match = re.fullmatch(r'(\d+)x(\d+)', text)
     if not match or 0 in (int(match.group(1)), int(match.group(2))):
         raise argparse.ArgumentTypeError(f'expected HEIGHTxWIDTH with positive integers, e.g. 180x320, got {text!r}')
     return int(match.group(1)), int(match.group(2))
+
+
+def resolve_device(text):
+    """``--device`` value -> torch.device: ``auto`` is CUDA when available, else CPU; ValueError (one line) when it
+    is not a device here."""
+    import torch
+
+    name = ('cuda' if torch.cuda.is_available() else 'cpu') if text == 'auto' else text
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f'--device {text}: not a torch device (cpu, cuda, cuda:0, auto)') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f'--device {text}: CUDA is not available here; use --device cpu')
+    return device
 
 
 def positive_int(text):
@@ -75,9 +121,9 @@ def fail(*lines, status=1):
 
 def pipeline_parser(kind):
     """The argument parser of ``train`` / ``test``: BasicSR's flags and ours."""
-    parser = argparse.ArgumentParser(
-        prog=f'kdsr-pdd {kind}', description=f'{kind.capitalize()} with BasicSR\'s {kind}_pipeline from an option '
-        'file, after checking the file against the typed schema of its model_type.')
+    parser = CommandParser(
+        kind, description=f'{kind.capitalize()} with BasicSR\'s {kind}_pipeline from an option file, after '
+        'checking the file against the typed schema of its model_type.')
     parser.add_argument('-opt', '--opt', dest='opt', required=True, metavar='OPTIONS.yml', help='option YAML file')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='job launcher (BasicSR): pytorch for torchrun, slurm')
@@ -104,12 +150,18 @@ def _basicsr_argv(args, kind):
 
 
 def check_pipeline_options(opt_path, overrides, is_train):
-    """The typed options of ``opt_path`` with ``--force_yml`` applied; OptionsError listing every problem."""
-    from kdsr_pdd.schema import apply_force_yml, read_option_file, validate_options
+    """The typed options of ``opt_path`` with ``--force_yml`` applied; OptionsError listing every problem of
+    the file, then of the data of its dataset sections (:func:`kdsr_pdd.data_checks.check_datasets`)."""
+    from kdsr_pdd.data_checks import check_datasets
+    from kdsr_pdd.schema import OptionsError, apply_force_yml, read_option_file, validate_options
 
     opt = apply_force_yml(read_option_file(opt_path), overrides, opt_path)
     opt['is_train'] = is_train
-    return validate_options(opt, opt_path, check_paths=True)
+    options = validate_options(opt, opt_path, check_paths=True)
+    problems = check_datasets(options)
+    if problems:
+        raise OptionsError(opt_path, problems)
+    return options
 
 
 def run_basicsr_pipeline(kind, argv=None):
@@ -128,17 +180,21 @@ def run_basicsr_pipeline(kind, argv=None):
         print(f'{args.opt}: the options are valid.')
         return 0
     sys.argv = _basicsr_argv(args, kind)
-    if kind == 'train':
-        from kdsr_pdd import training
+    from kdsr_pdd import training
+    from kdsr_pdd.data_checks import DataError
 
-        try:
+    try:
+        if kind == 'train':
             training.run(os.getcwd(), args.opt, args.force_yml)  # train_pipeline with kdsr_pdd.training's pieces
-        except training.TrainingStopped as stop:
-            print(stop, file=sys.stderr)
-            raise SystemExit(stop.status) from None
-    else:
-        from basicsr.test import test_pipeline
-        test_pipeline(os.getcwd())
+        else:
+            from basicsr.test import test_pipeline
+
+            test_pipeline(os.getcwd())
+    except DataError as err:  # refused when a dataset is built, or too many images failed to decode
+        fail(*err.problems, status=2)
+    except training.TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        raise SystemExit(stop.status) from None
     _leave_process_group()
     return 0
 

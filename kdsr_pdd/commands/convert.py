@@ -6,14 +6,16 @@ The checkpoint is ``{'params_ema': state_dict}`` as Real-ESRGAN releases; the pr
 the ``network_g`` to use with it (see :mod:`kdsr_pdd.ncnn` for what is checked). Exit status 2 with one
 ``error:`` line when the model cannot be converted.
 """
-import argparse
+
 import json
 import sys
+
+from kdsr_pdd.commands.cli import CommandParser
 
 
 def build_parser():
     """The argument parser (its ``ncnn`` sub-command takes PARAM BIN OUT, or OUT with ``--packaged``)."""
-    parser = argparse.ArgumentParser(prog='kdsr-pdd convert', description=__doc__.split('\n')[0])
+    parser = CommandParser('convert', description=__doc__.split('\n')[0])
     commands = parser.add_subparsers(dest='source', required=True)
     ncnn = commands.add_parser('ncnn', help='an ncnn .param/.bin pair of a Real-ESRGAN RRDBNet / SRVGGNetCompact')
     ncnn.add_argument('paths', nargs='+', metavar='PATH', help='PARAM BIN OUT.pth, or OUT.pth with --packaged')

@@ -10,20 +10,21 @@ On CPU, in minutes, with data made from photos that scikit-image ships (no downl
 4. report: the model table of the demo archs, the results table of the demo's tests, and the IDR
    figure of the KDSR student.
 
-Every step is one of the project's own commands, run from ``--workdir`` (default: the repository);
+Every step is one of the project's own commands, run from ``--workdir`` (default: the current folder);
 the commands are printed so they can be rerun one by one.
 """
-import argparse
+
 import glob
 import os
 import os.path as osp
 import subprocess
 import sys
 
+from kdsr_pdd.commands.cli import CommandParser
 from kdsr_pdd.logs import load_experiment
+from kdsr_pdd.resources import options_dir
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-OPTIONS = osp.join(REPO, 'options', 'demo')
+OPTIONS = str(options_dir() / 'demo')
 TRAIN_STAGES = (  # (title, option file, experiment name)
     ('KDSR teacher', 'kdsr_teacher_x4.yml', 'demo_kdsr_teacher_x4'),
     ('KDSR student (KD)', 'kdsr_student_x4.yml', 'demo_kdsr_student_x4'),
@@ -84,8 +85,9 @@ def _print_metrics(label, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--workdir', default=REPO, help='where datasets/, experiments/ and results/ go')
+    parser = CommandParser('demo', description=__doc__.split('\n')[0])
+    parser.add_argument('--workdir', default='.', help='where datasets/, experiments/ and results/ go '
+                        '(default: the current folder)')
     parser.add_argument('--build-only', action='store_true', help='only build the demo data')
     parser.add_argument('--iters', type=int, default=None,
                         help='override every training length (quick checks; the defaults make the demo)')

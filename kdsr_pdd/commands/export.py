@@ -13,13 +13,12 @@ and compares onnxruntime with torch on random inputs of the ``--check-sizes`` (t
 batch k, so the batch axis is exercised too), printing the max abs difference; exit status 1 when it
 exceeds ``--atol``.
 """
-import argparse
 import sys
 import warnings
 
 import torch
 
-from kdsr_pdd.commands.cli import fail, parse_size
+from kdsr_pdd.commands.cli import CommandParser, fail, parse_size
 from kdsr_pdd.networks import NetworkError, load_network, resolve_network_opt
 
 
@@ -60,10 +59,10 @@ def compare_onnx(net, onnx_path, sizes, in_channels=3, seed=0):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd export', description=__doc__.split('\n')[0])
-    parser.add_argument('--model', '-m', required=True, help='checkpoint (.pth) to export')
-    parser.add_argument('--out', '-o', required=True, help='ONNX file to write')
-    parser.add_argument('--opt', help='option file whose network_g describes the network')
+    parser = CommandParser('export', description=__doc__.split('\n')[0])
+    parser.add_argument('-m', '--model', required=True, help='checkpoint (.pth) to export')
+    parser.add_argument('-o', '--out', '--output', required=True, help='ONNX file to write')
+    parser.add_argument('-opt', '--opt', help='option file whose network_g describes the network')
     parser.add_argument('--arch', help='preset name or registered arch type (instead of --opt)')
     parser.add_argument('--arch-args', help='JSON keyword arguments for --arch')
     parser.add_argument('--param-key', help='checkpoint key to read first (default params_ema, then params)')

@@ -1,4 +1,10 @@
-"""Paper-style figures: ``kdsr-pdd figures {scatter,idr} ...``.
+"""Figures: ``kdsr-pdd figures {scatter,idr,curves,compare} ...``.
+
+``curves``: training losses and validation metrics of one or more runs against the iteration, read from
+their training logs (:func:`kdsr_pdd.logs.training_curves`).
+
+``compare``: one test image side by side, LR (nearest-upscaled) / each method / HR, with an enlarged window,
+from the SR images ``kdsr-pdd test`` writes (``results/<name>/visualization/<dataset>``).
 
 ``scatter``: fidelity vs perception (e.g. PSNR vs LPIPS) of several experiments on one dataset, one
 labelled point per experiment, read from BasicSR logs as in :mod:`kdsr_pdd.tables`.
@@ -22,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kdsr_pdd.commands.cli import add_source_arguments, fail, load_from_args
+from kdsr_pdd.commands.cli import CommandParser, add_source_arguments, fail, load_from_args, resolve_device
 from kdsr_pdd.logs import metric_title, resolve_directions
 
 DEFAULT_SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
@@ -31,12 +37,6 @@ IDR_NETWORKS = ('KDSRStudent', 'KDSRTeacher')  # the archs with an encode() givi
 
 class FigureError(ValueError):
     """A choice of inputs that cannot make the figure; the message names the option to fix."""
-
-
-def _new_figure(size=(5.0, 4.0)):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size, layout='constrained')
-    return fig, fig.subplots()
 
 
 # ---------------------------------------------------------------------------------------- scatter
@@ -59,21 +59,6 @@ def scatter_points(experiments, x_metric, y_metric, dataset=None):
                                   f'(it has {sorted(values)}).')
         points.append((exp.label, values[x_metric], values[y_metric]))
     return dataset, points
-
-
-def plot_scatter(points, x_title, y_title, title, out):
-    """Draw labelled points ``[(label, x, y), ...]`` and save them to ``out`` (format from the suffix)."""
-    fig, ax = _new_figure()
-    xs, ys = [p[1] for p in points], [p[2] for p in points]
-    ax.scatter(xs, ys, s=36, zorder=3)
-    for label, x, y in points:
-        ax.annotate(label, (x, y), textcoords='offset points', xytext=(5, 5), fontsize=8)
-    ax.set_xlabel(x_title)
-    ax.set_ylabel(y_title)
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.margins(0.15)
-    fig.savefig(out, dpi=150)
 
 
 # -------------------------------------------------------------------------------------------- IDR
@@ -151,6 +136,7 @@ def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
         IDRSamples, rows ordered image-major then by sigma.
     """
     import torch
+    from tqdm import tqdm
 
     from kdsr_arch.archs import KDSRTeacher
     from kdsr_arch.degradations import classic_degrade, isotropic_gaussian_kernels
@@ -160,7 +146,7 @@ def compute_idrs(model, hr_images, sigmas, scale, kernel_size=21):
     device = _model_device(model)
     kernels = isotropic_gaussian_kernels(torch.tensor([float(s) for s in sigmas], device=device), kernel_size)
     rows, names = [], []
-    for index, item in enumerate(hr_images):
+    for index, item in enumerate(tqdm(hr_images, desc='IDRs', unit='image', leave=False)):
         name, hr = item if isinstance(item, tuple) else (f'image{index}', item)
         hr = hr.to(device=device, dtype=torch.float32).expand(len(sigmas), -1, -1, -1)
         with torch.no_grad():
@@ -232,18 +218,6 @@ def sigma_correlation(samples):
     return SigmaCorrelation(abs(rho), 1 if rho >= 0 else -1, spearman_rho(samples.sigmas, pc1))
 
 
-def plot_idr(points, sigmas, title, out, method):
-    """Scatter ``points`` [N, 2] coloured by ``sigmas`` [N] with a colourbar; save to ``out``."""
-    fig, ax = _new_figure((5.5, 4.5))
-    dots = ax.scatter(points[:, 0], points[:, 1], c=sigmas, cmap='viridis', s=18, edgecolors='none')
-    fig.colorbar(dots, ax=ax, label='kernel width σ')
-    axis = 'PC' if method == 'pca' else 't-SNE '
-    ax.set_xlabel(f'{axis}1')
-    ax.set_ylabel(f'{axis}2')
-    ax.set_title(title)
-    fig.savefig(out, dpi=150)
-
-
 def write_idr_csv(samples, points, path):
     """One row per LR: image, sigma, the 2-D point, then the IDR's components."""
     with open(path, 'w', newline='', encoding='utf-8') as f:
@@ -269,9 +243,73 @@ def load_idr_network(model_path, opt_path=None, arch=None, arch_args=None, param
     return net
 
 
+# ------------------------------------------------------------------------------------- comparison
+def _find_image(folder, stem, option):
+    """The image of ``folder`` for the test image ``stem``: ``<stem>.<ext>`` or BasicSR's ``<stem>_<suffix>.png``."""
+    from kdsr_pdd.images import IMAGE_EXTENSIONS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FigureError(f'{option} {folder}: no such folder.')
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                   and (p.stem == stem or p.stem.startswith(f'{stem}_')))
+    if not found:
+        raise FigureError(f'{option} {folder}: no image for {stem!r} ({stem}.png or {stem}_<suffix>.png).')
+    return found[0]
+
+
+def _read_rgb(path):
+    import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise FigureError(f'{path}: cannot read it as an image.')
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def comparison_panels(lq_dir, gt_dir, methods, image=None):
+    """``(stem, [(title, RGB uint8 at the GT size)])``: the LR (nearest-upscaled), each method's SR and the GT.
+
+    ``methods`` is ``[(label, folder)]``, e.g. the ``visualization/<dataset>`` folders of ``kdsr-pdd test``.
+    """
+    import cv2
+
+    from kdsr_pdd.images import IMAGE_EXTENSIONS
+
+    gt_dir = Path(gt_dir)
+    stems = sorted(p.stem for p in gt_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if gt_dir.is_dir() else []
+    if not stems:
+        raise FigureError(f'--gt {gt_dir}: no images.')
+    stem = image or stems[0]
+    gt = _read_rgb(_find_image(gt_dir, stem, '--gt'))
+    lq = _read_rgb(_find_image(lq_dir, stem, '--lq'))
+    panels = [('LR', cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_NEAREST))]
+    for label, folder in methods:
+        sr = _read_rgb(_find_image(folder, stem, f'--methods {label}='))
+        if sr.shape != gt.shape:
+            raise FigureError(f'{label}: the SR of {stem} is {sr.shape[1]}x{sr.shape[0]}, the GT '
+                              f'{gt.shape[1]}x{gt.shape[0]}.')
+        panels.append((label, sr))
+    return stem, panels + [('HR', gt)]
+
+
+def _method(text):
+    label, sep, folder = text.partition('=')
+    if not sep or not label or not folder:
+        raise argparse.ArgumentTypeError(f'expected LABEL=FOLDER, got {text!r}')
+    return label, folder
+
+
+def _crop_box(text):
+    try:
+        top, left, size = (int(v) for v in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected TOP,LEFT,SIZE in HR pixels, got {text!r}') from None
+    return top, left, size
+
+
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd figures', description=__doc__.split('\n\n')[0])
+    parser = CommandParser('figures', description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
 
     scatter = commands.add_parser('scatter', help='fidelity vs perception scatter of experiments on one dataset')
@@ -279,11 +317,11 @@ def build_parser():
     scatter.add_argument('--x', default='psnr', help='metric on the x axis (default psnr)')
     scatter.add_argument('--y', default='lpips', help='metric on the y axis (default lpips)')
     scatter.add_argument('--dataset', help='dataset name as logged (may be omitted when the logs hold one)')
-    scatter.add_argument('--out', required=True, help='image file to write (e.g. fig.png)')
+    scatter.add_argument('-o', '--out', '--output', required=True, help='image file to write (e.g. fig.png)')
 
     idr = commands.add_parser('idr', help='KDSR IDRs of LR images blurred with several sigmas, projected to 2-D')
-    idr.add_argument('--model', required=True, help='teacher or student checkpoint')
-    idr.add_argument('--opt', help='option file whose network_g describes the checkpoint')
+    idr.add_argument('-m', '--model', required=True, help='teacher or student checkpoint')
+    idr.add_argument('-opt', '--opt', help='option file whose network_g describes the checkpoint')
     idr.add_argument('--arch', help='preset or arch type (as for kdsr-pdd infer), instead of --opt')
     idr.add_argument('--arch-args', help='JSON keyword arguments of --arch')
     idr.add_argument('--param-key', help='checkpoint key (default params_ema, then params, then raw)')
@@ -294,9 +332,24 @@ def build_parser():
     idr.add_argument('--crop', type=int, help='centre-crop each HR image to CROP x CROP (a multiple of the scale)')
     idr.add_argument('--max-images', type=int, help='use only the first N images (sorted by name)')
     idr.add_argument('--method', choices=('pca', 'tsne'), default='pca')
-    idr.add_argument('--device', default='cpu', help="torch device, e.g. 'cuda' (default cpu)")
-    idr.add_argument('--out', required=True, help='image file to write (e.g. fig.png)')
+    idr.add_argument('--device', default='auto', help='torch device: cpu, cuda, cuda:N or auto (default)')
+    idr.add_argument('-o', '--out', '--output', required=True, help='image file to write (e.g. fig.png)')
     idr.add_argument('--csv', help='also write the IDRs and their 2-D points to this CSV file')
+
+    curves = commands.add_parser('curves', help='training losses and validation metrics against the iteration')
+    curves.add_argument('experiments', nargs='+', help='experiment folders (experiments/<name>) or training logs')
+    curves.add_argument('--labels', nargs='+', help='one label per experiment (default: folder names)')
+    curves.add_argument('-o', '--out', '--output', required=True, help='image file to write (e.g. curves.png)')
+
+    compare = commands.add_parser('compare', help='one test image side by side: LR, each method, HR (+ a zoom)')
+    compare.add_argument('--lq', required=True, help='folder of the LR test images')
+    compare.add_argument('--gt', required=True, help='folder of the HR test images')
+    compare.add_argument('--methods', type=_method, nargs='+', required=True, metavar='LABEL=FOLDER',
+                         help="SR image folders, e.g. results/<name>/visualization/<dataset> of 'kdsr-pdd test'")
+    compare.add_argument('--image', help='stem of the image to show (default: the first)')
+    compare.add_argument('--crop', type=_crop_box, metavar='TOP,LEFT,SIZE',
+                         help='zoomed window in HR pixels (default: a centred quarter of the shorter side)')
+    compare.add_argument('-o', '--out', '--output', required=True, help='image file to write (e.g. compare.png)')
     return parser
 
 
@@ -304,20 +357,26 @@ def run_scatter(args):
     experiments, overrides = load_from_args(args)
     dataset, points = scatter_points(experiments, args.x, args.y, args.dataset)
     directions = resolve_directions([args.x, args.y], experiments, overrides)
+    from kdsr_pdd.plots import plot_scatter
+
     plot_scatter(points, metric_title(args.x, directions[args.x]), metric_title(args.y, directions[args.y]),
                  dataset, args.out)
 
 
 def run_idr(args):
-    net = load_idr_network(args.model, args.opt, args.arch, args.arch_args, args.param_key).to(args.device)
+    net = load_idr_network(args.model, args.opt, args.arch, args.arch_args, args.param_key)
+    net = net.to(resolve_device(args.device))
     scale = args.scale or net.scale
     if scale != net.scale:
         raise FigureError(f'--scale {scale} differs from the network scale {net.scale}.')
     images = read_hr_folder(args.hr, scale, args.crop, args.max_images)
     samples = compute_idrs(net, images, args.sigmas, scale, args.kernel_size)
     points = pca_2d(samples.idrs) if args.method == 'pca' else tsne_2d(samples.idrs)
+    from kdsr_pdd.plots import plot_embedding
+
     title = f'{type(net).__name__} IDR, {len(images)} images x {len(args.sigmas)} sigmas'
-    plot_idr(points, samples.sigmas, title, args.out, args.method)
+    plot_embedding(points, samples.sigmas, 'kernel width σ', title, args.out, 'PC' if args.method == 'pca' else
+                   't-SNE ', markers=(samples.image_names, samples.image_index))
     if args.csv:
         write_idr_csv(samples, points, args.csv)
     if len(set(args.sigmas)) > 1:
@@ -326,11 +385,54 @@ def run_idr(args):
               f'(sign {correlation.sign:+d}), all images pooled {correlation.pooled_rho:+.4f}')
 
 
+def _training_log(path):
+    """``path`` itself (a log file), or the newest ``train_*.log`` of an experiment folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    logs = sorted(path.glob('train_*.log')) if path.is_dir() else []
+    if not logs:
+        raise FigureError(f'{path}: no such training log, or no train_*.log in this folder.')
+    return logs[-1]
+
+
+def run_curves(args):
+    from kdsr_pdd.logs import training_curves
+    from kdsr_pdd.plots import plot_curves
+
+    if args.labels and len(args.labels) != len(args.experiments):
+        raise FigureError(f'--labels gives {len(args.labels)} labels for {len(args.experiments)} experiments.')
+    runs = []
+    for path, label in zip(args.experiments, args.labels or [None] * len(args.experiments)):
+        log = _training_log(path)
+        with open(log, encoding='utf-8', errors='replace') as f:
+            curves = training_curves(f.readlines())
+        if not curves.losses:
+            raise FigureError(f'{log}: no logged training iterations (is it a training log?).')
+        runs.append((label or Path(path).name, curves))
+    plot_curves(runs, args.out)
+
+
+def run_compare(args):
+    from kdsr_pdd.plots import plot_comparison
+
+    stem, panels = comparison_panels(args.lq, args.gt, args.methods, args.image)
+    h, w = panels[-1][1].shape[:2]
+    size = min(h, w) // 4
+    top, left, size = args.crop or ((h - size) // 2, (w - size) // 2, size)
+    if size < 1 or top < 0 or left < 0 or top + size > h or left + size > w:
+        raise FigureError(f'--crop {top},{left},{size} does not fit the {w}x{h} image {stem}.')
+    plot_comparison(panels, args.out, (top, left, size))
+
+
+COMMANDS = {'scatter': run_scatter, 'idr': run_idr, 'curves': run_curves, 'compare': run_compare}
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        (run_scatter if args.command == 'scatter' else run_idr)(args)
+        COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:  # FigureError, LogError, NetworkError, CheckpointError
         fail(err)
     print(f'wrote {args.out}', file=sys.stderr)

@@ -25,7 +25,6 @@ Conventions:
 Large networks at 180x320 take seconds per run on a CPU: ``--lr-size`` reduces the size (the table
 header states the size used) and ``--no-latency`` keeps only the counts, which need no real compute.
 """
-import argparse
 import ctypes
 import gc
 import glob
@@ -39,9 +38,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
-from kdsr_pdd.commands.cli import fail, parse_size, positive_int
+from kdsr_pdd.commands.cli import CommandParser, fail, parse_size, positive_int
 from kdsr_pdd.networks import instantiate, network_scale
+from kdsr_pdd.resources import options_dir
 
 SECTIONS = ('network_g', 'teacher_network', 'reference_network')
 UNAVAILABLE = '—'
@@ -282,9 +283,9 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
 
 # -------------------------------------------------------------------------------------------- CLI
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd report', description=__doc__.split('\n')[0])
-    parser.add_argument('--options-glob', default='options/**/*.yml',
-                        help='option files to read (recursive glob; default %(default)s)')
+    parser = CommandParser('report', description=__doc__.split('\n')[0])
+    parser.add_argument('--options-glob', default=str(options_dir() / '**' / '*.yml'),
+                        help='option files to read (recursive glob; default: the shipped option files)')
     parser.add_argument('--lr-size', type=parse_size, default=(180, 320),
                         help='LR input HEIGHTxWIDTH (default 180x320)')
     parser.add_argument('--scale', type=int, default=4,
@@ -293,7 +294,7 @@ def build_parser():
     parser.add_argument('--repeats', type=positive_int, default=5, help='timed runs per network (default %(default)s)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (default %(default)s)')
     parser.add_argument('--no-latency', action='store_true', help='parameters and MACs only (no real compute)')
-    parser.add_argument('--out', help='also write the markdown report to this file')
+    parser.add_argument('-o', '--out', '--output', help='also write the markdown report to this file')
     return parser
 
 
@@ -316,7 +317,8 @@ def main(argv=None):
                               f'({", ".join(SECTIONS)}).')
         if device is not None:  # one small untimed run: one-time runtime set-up must not land on row 1
             measure(variants[0], tuple(min(n, 16) for n in args.lr_size), device, repeats=1, warmup=0)
-        rows = [measure(v, args.lr_size, device, args.repeats, args.warmup) for v in variants]
+        rows = [measure(v, args.lr_size, device, args.repeats, args.warmup)
+                for v in tqdm(variants, desc='report', unit='network')]
     except ValueError as err:  # ReportError, NetworkError
         fail(err)
     report = format_table(rows, args.lr_size, device, args.repeats, args.warmup, args.scale)

@@ -5,22 +5,22 @@ its option files use), generated from the typed option schemas. ``options/schema
 shipped models; a YAML file names its schema for editors that read the yaml-language-server comment, e.g.
 ``# yaml-language-server: $schema=../../schemas/KDSRStudentModel.json``.
 """
-import argparse
 import json
 import os
 import sys
 
-from kdsr_pdd.commands.cli import fail
+from kdsr_pdd.commands.cli import CommandParser, fail
 
 SHIPPED = ('KDSRTeacherModel', 'KDSRStudentModel', 'KDSRNetTeacherModel', 'KDSRNetStudentModel', 'KDSRGANModel',
            'PDDModel', 'SRModel', 'RealESRNetModel_basicsr')
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd schema', description=__doc__.split('\n')[0])
+    parser = CommandParser('schema', description=__doc__.split('\n')[0])
     parser.add_argument('model_types', nargs='*', default=list(SHIPPED), metavar='MODEL_TYPE',
                         help='registered model types (default: %(default)s)')
-    parser.add_argument('--out', help='write <out>/<MODEL_TYPE>.json (default: print one schema to stdout)')
+    parser.add_argument('-o', '--out', '--output',
+                        help='write <out>/<MODEL_TYPE>.json (default: print one schema to stdout)')
     return parser
 
 

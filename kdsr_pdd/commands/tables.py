@@ -15,13 +15,12 @@ Output: the markdown table on stdout, and with ``--out PREFIX`` also ``PREFIX.md
 The CSV has two header rows (dataset, metric), the row label in the first column, and the values
 unrounded (empty where missing): ``pandas.read_csv(path, header=[0, 1], index_col=0)`` reads it back.
 """
-import argparse
 import csv
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from kdsr_pdd.commands.cli import add_source_arguments, fail, load_from_args
+from kdsr_pdd.commands.cli import CommandParser, add_source_arguments, fail, load_from_args
 from kdsr_pdd.logs import DEFAULT_DECIMALS, METRIC_DECIMALS, LogError, base_names, metric_title, resolve_directions
 
 
@@ -138,7 +137,7 @@ def write_csv(table, path):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog='kdsr-pdd tables', description=__doc__.split('\n\n')[0])
+    parser = CommandParser('tables', description=__doc__.split('\n\n')[0])
     add_source_arguments(parser)
     parser.add_argument('--metrics', nargs='+', help='metric keys of val.metrics, in column order '
                         '(default: those of the first experiment)')
@@ -146,7 +145,7 @@ def build_parser():
     parser.add_argument('--allow-missing', action='store_true', help='show a missing value as "-" instead of failing')
     parser.add_argument('--decimals', type=int, help='digits after the point for every metric '
                         f'(default: PSNR {METRIC_DECIMALS["psnr"]}, others {DEFAULT_DECIMALS})')
-    parser.add_argument('--out', help='write OUT.md and OUT.csv (folders are created)')
+    parser.add_argument('-o', '--out', '--output', help='write OUT.md and OUT.csv (folders are created)')
     return parser
 
 
