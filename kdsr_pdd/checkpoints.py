@@ -53,9 +53,14 @@ def _torch_load(path):
         raise CheckpointError(f'{path}: holds Python objects other than tensors, so it is not a weights file; '
                               'it is not loaded (arbitrary objects are never unpickled).') from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f'{path}: cannot be read as a PyTorch checkpoint (truncated or not a checkpoint: '
-                              f'{reason[:120]}).') from None
+                              f'{error_reason(err)}).') from None
+
+
+def error_reason(err):
+    """The first line of ``err``'s message (at most 120 characters), or its type name, for one-line messages."""
+    text = str(err).strip()
+    return text.splitlines()[0][:120] if text else type(err).__name__
 
 
 def _is_state_dict(obj):

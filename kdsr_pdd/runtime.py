@@ -6,9 +6,13 @@ import BasicSR; it is idempotent and cheap after the first call. What it install
 * :mod:`kdsr_pdd.compat`: mends of 1.4.2 breakage on today's stack;
 * :mod:`kdsr_pdd.checkpoints`: networks read from every checkpoint format, written atomically, never with
   non-finite values;
-* :mod:`kdsr_pdd.resume`: training states written atomically and resumed on any device;
+* :mod:`kdsr_pdd.resume`: training states written atomically, with what an exact resume needs, and read
+  on any device;
 * :mod:`kdsr_pdd.weights`: VGG19 read from local files instead of downloaded;
 * :func:`get_optimizer` below: any ``torch.optim`` optimizer by name (1.4.2 builds only Adam).
+
+:mod:`kdsr_pdd.training` (faithful resume, signals, non-finite steps, full disks, ETA) is not installed
+here: ``kdsr-pdd train`` puts it around BasicSR's loop for the duration of one run.
 """
 import torch
 

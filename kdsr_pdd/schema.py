@@ -440,6 +440,9 @@ class TrainBase(Section):
     scheduler: Scheduler = Field(description='learning-rate schedule')
     total_iter: Annotated[int, BeforeValidator(_integral), Field(gt=0)] = Field(description='training iterations')
     warmup_iter: int = Field(-1, description='linear warm-up iterations (-1: none)')
+    max_nonfinite_steps: Count = Field(0, description='steps with a non-finite loss or gradient that are skipped '
+                                       '(updates with non-finite gradients not applied, each logged) before training '
+                                       'stops (0: stop at the first)')
 
 
 class TrainOptions(TrainBase):

@@ -74,9 +74,11 @@ def test_resume_state_loads_on_cpu(tmp_path, monkeypatch):
     optimizer.step()
     from basicsr.models.lr_scheduler import MultiStepRestartLR
     scheduler = MultiStepRestartLR(optimizer, milestones=[4, 8])
+    (tmp_path / 'experiments' / 'exp' / 'models').mkdir()
     for it in (2, 10):
         atomic_torch_save({'epoch': 0, 'iter': it, 'optimizers': [optimizer.state_dict()],
                                   'schedulers': [scheduler.state_dict()]}, states / f'{it}.state')
+        (tmp_path / 'experiments' / 'exp' / 'models' / f'net_g_{it}.pth').write_bytes(b'networks')
     opt = {'name': 'exp', 'auto_resume': True, 'network_g': {}, 'path': {'models': 'experiments/exp/models'}}
     state = basicsr.train.load_resume_state(opt)  # 1.4.2: storage.cuda() fails without a GPU
     assert state['iter'] == 10
@@ -84,8 +86,15 @@ def test_resume_state_loads_on_cpu(tmp_path, monkeypatch):
     assert isinstance(state['schedulers'][0]['milestones'], Counter)
     assert opt['path']['pretrain_network_g'] == osp.join('experiments/exp/models', 'net_g_10.pth')
 
+    from kdsr_pdd.resume import ResumeError
+
     opt = {'name': 'exp', 'auto_resume': False, 'path': {'resume_state': 'missing.state'}}
-    with pytest.raises(FileNotFoundError, match='path.resume_state'):
+    with pytest.raises(ResumeError, match='path.resume_state'):
+        basicsr.train.load_resume_state(opt)
+    opt = {'name': 'exp', 'auto_resume': False, 'network_g': {}, 'network_d': {},
+           'path': {'resume_state': str(states / '10.state'), 'models': 'experiments/exp/models'}}
+    with pytest.raises(ResumeError, match='needs the network checkpoint experiments/exp/models/net_d_10.pth, which '
+                                          'is missing'):
         basicsr.train.load_resume_state(opt)
 
 

@@ -5,9 +5,10 @@ flags (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``, ``--local_rank`
 ``--check`` (validate and stop), reads the option file as BasicSR does, applies ``--force_yml`` with
 BasicSR's semantics, validates the result against the model's typed schema, checks the data of every
 dataset section (:mod:`kdsr_pdd.data_checks`; every problem of the file and its data, one line each;
-nothing is built or written when one is found), and only then hands over to BasicSR's
-``train_pipeline`` / ``test_pipeline``; a data problem found there (a dataset refusing its files, too many
-images failing to decode) also ends the run with its one-line messages.
+nothing is built or written when one is found), and only then hands over to BasicSR's ``train_pipeline``
+(through :func:`kdsr_pdd.training.run`: resume, interruptions, non-finite steps, full disks; a run that ends
+early prints one line and exits non-zero) / ``test_pipeline``; a data problem found there (a dataset refusing
+its files, too many images failing to decode) also ends the run with its one-line messages.
 """
 import argparse
 import os
@@ -178,16 +179,22 @@ def run_basicsr_pipeline(kind, argv=None):
     if args.check:
         print(f'{args.opt}: the options are valid.')
         return 0
-    if kind == 'train':
-        from basicsr.train import train_pipeline as pipeline
-    else:
-        from basicsr.test import test_pipeline as pipeline
     sys.argv = _basicsr_argv(args, kind)
+    from kdsr_pdd import training
     from kdsr_pdd.data_checks import DataError
+
     try:
-        pipeline(os.getcwd())
+        if kind == 'train':
+            training.run(os.getcwd(), args.opt, args.force_yml)  # train_pipeline with kdsr_pdd.training's pieces
+        else:
+            from basicsr.test import test_pipeline
+
+            test_pipeline(os.getcwd())
     except DataError as err:  # refused when a dataset is built, or too many images failed to decode
         fail(*err.problems, status=2)
+    except training.TrainingStopped as stop:
+        print(stop, file=sys.stderr)
+        raise SystemExit(stop.status) from None
     _leave_process_group()
     return 0
 
