@@ -9,12 +9,13 @@ KDSRTeacherModel      ClassicSynthesis, TeacherTraining                         
 KDSRStudentModel      ClassicSynthesis, StudentTraining (Distillation)                      SRModel
 KDSRNetTeacherModel   TeacherTraining                                                       RealESRNetModel
 KDSRNetStudentModel   StudentTraining (Distillation)                                        RealESRNetModel
-KDSRGANModel          Distillation, DiscriminatorStep                                       RealESRGANModel
+KDSRGANModel          GANDistillation (Distillation), DiscriminatorStep                     RealESRGANModel
 ====================  ====================================================================  ==================
 
-Every class also reads its typed options (``self.options``, :mod:`kdsr_arch.options`) and starts its EMA
-as a copy of ``net_g``. The classic models degrade HR crops in ``feed_data`` (:class:`ClassicDegradation`
-on ``self.device``) and validate on the paired data as given; the real-world models use BasicSR's
+Every class starts with ``PluginModelMixin``: it reads its typed options (``self.options``,
+:mod:`kdsr_arch.options`), starts its EMA as a copy of ``net_g`` and trains in the precision of
+``train.amp``. The classic models degrade HR crops in ``feed_data`` (:class:`ClassicDegradation` on
+``self.device``) and validate on the paired data as given; the real-world models use BasicSR's
 second-order synthesis. Checkpoints are BasicSR's (``params``, plus ``params_ema`` with an EMA); the
 frozen teacher is never saved.
 """
@@ -39,7 +40,7 @@ from kdsr_arch.options import (
     KDSRTeacherOptions,
 )
 from kdsr_pdd.checkpoints import load_weights
-from kdsr_pdd.model_mixins import DiscriminatorStepMixin, EMAStartsAsNetGMixin, TypedOptionsMixin, average_gradients
+from kdsr_pdd.model_mixins import DiscriminatorStepMixin, PluginModelMixin, average_gradients
 from kdsr_pdd.weights import vgg19_weights
 
 
@@ -72,8 +73,8 @@ class TeacherTrainingMixin:
         self.optimizer_g.zero_grad()
         self.output = self.net_g(self.lq, self.gt)
         l_pix = self.cri_pix(self.output, self.gt)
-        l_pix.backward()
-        self.optimizer_g.step()
+        self.backward(l_pix)
+        self.optimizer_step(self.optimizer_g)
         self.log_dict = self.reduce_loss_dict(OrderedDict(l_pix=l_pix))
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
@@ -152,10 +153,10 @@ class StudentTrainingMixin(DistillationMixin):
         teacher_idr = self.teacher_idr()
         self.optimizer_e.zero_grad()
         l_kd = self.cri_kd(self.get_bare_model(self.net_g).encode(self.lq)[1], teacher_idr)
-        l_kd.backward()
+        self.backward(l_kd)
         if self.options.dist:  # E_st ran outside the DDP wrapper, which therefore did not sync its gradients
             average_gradients(p for group in self.optimizer_e.param_groups for p in group['params'])
-        self.optimizer_e.step()
+        self.optimizer_step(self.optimizer_e)
         return OrderedDict(l_kd=l_kd)
 
     def _optimize_student(self):
@@ -164,8 +165,8 @@ class StudentTrainingMixin(DistillationMixin):
         self.output, student_idr = self.net_g(self.lq, return_idr=True)
         l_pix = self.cri_pix(self.output, self.gt)
         l_kd = self.cri_kd(student_idr, teacher_idr)
-        (l_pix + l_kd).backward()
-        self.optimizer_g.step()
+        self.backward(l_pix + l_kd)
+        self.optimizer_step(self.optimizer_g)
         return OrderedDict(l_pix=l_pix, l_kd=l_kd)
 
     def get_current_learning_rate(self):
@@ -174,34 +175,7 @@ class StudentTrainingMixin(DistillationMixin):
         return super().get_current_learning_rate()
 
 
-@MODEL_REGISTRY.register()
-class KDSRTeacherModel(TypedOptionsMixin, EMAStartsAsNetGMixin, ClassicSynthesisMixin, TeacherTrainingMixin, SRModel):
-    """KDSR_T on classic degradations; also the test model of any KDSR teacher (paired LQ / GT)."""
-    options_schema = KDSRTeacherOptions
-
-
-@MODEL_REGISTRY.register()
-class KDSRStudentModel(TypedOptionsMixin, EMAStartsAsNetGMixin, ClassicSynthesisMixin, StudentTrainingMixin,
-                       SRModel):
-    """KDSR_S on classic degradations; also the test model of any KDSR student (paired LQ / GT)."""
-    options_schema = KDSRStudentOptions
-
-
-@MODEL_REGISTRY.register()
-class KDSRNetTeacherModel(TypedOptionsMixin, EMAStartsAsNetGMixin, TeacherTrainingMixin, RealESRNetModel):
-    """KDSRNet_T: the teacher on Real-ESRGAN's second-order degradations (of the HR, ``gt_usm`` sharpened)."""
-    options_schema = KDSRNetTeacherOptions
-
-
-@MODEL_REGISTRY.register()
-class KDSRNetStudentModel(TypedOptionsMixin, EMAStartsAsNetGMixin, StudentTrainingMixin, RealESRNetModel):
-    """KDSRNet_S: the student on Real-ESRGAN's second-order degradations."""
-    options_schema = KDSRNetStudentOptions
-
-
-@MODEL_REGISTRY.register()
-class KDSRGANModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DistillationMixin, DiscriminatorStepMixin,
-                   RealESRGANModel):
+class GANDistillationMixin(DistillationMixin):
     """KDSR_S-GAN: L1 + perceptual + GAN + IDR distillation on Real-ESRGAN's degradations.
 
     The LR comes from BasicSR's RealESRGANModel synthesis, of the USM-sharpened HR (``lq_gt_usm: true``)
@@ -209,7 +183,6 @@ class KDSRGANModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DistillationMixin, D
     it). The targets follow ``l1_gt_usm`` / ``percep_gt_usm`` / ``gan_gt_usm``; the teacher sees the pixel
     loss's HR, as in the authors' code.
     """
-    options_schema = KDSRGANOptions
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -246,9 +219,39 @@ class KDSRGANModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DistillationMixin, D
                 loss_dict.update((k, v) for k, v in (('l_g_percep', l_percep), ('l_g_style', l_style)) if v is not None)
             loss_dict['l_g_gan'] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
             loss_dict['l_g_kd'] = self.cri_kd(student_idr, self.teacher_idr())
-            sum(loss_dict.values()).backward()
-            self.optimizer_g.step()
+            self.backward(sum(loss_dict.values()))
+            self.optimizer_step(self.optimizer_g)
         loss_dict.update(self.discriminator_step(self._target(self.options.gan_gt_usm), self.output))
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
+
+
+@MODEL_REGISTRY.register()
+class KDSRTeacherModel(PluginModelMixin, ClassicSynthesisMixin, TeacherTrainingMixin, SRModel):
+    """KDSR_T on classic degradations; also the test model of any KDSR teacher (paired LQ / GT)."""
+    options_schema = KDSRTeacherOptions
+
+
+@MODEL_REGISTRY.register()
+class KDSRStudentModel(PluginModelMixin, ClassicSynthesisMixin, StudentTrainingMixin, SRModel):
+    """KDSR_S on classic degradations; also the test model of any KDSR student (paired LQ / GT)."""
+    options_schema = KDSRStudentOptions
+
+
+@MODEL_REGISTRY.register()
+class KDSRNetTeacherModel(PluginModelMixin, TeacherTrainingMixin, RealESRNetModel):
+    """KDSRNet_T: the teacher on Real-ESRGAN's second-order degradations (of the HR, ``gt_usm`` sharpened)."""
+    options_schema = KDSRNetTeacherOptions
+
+
+@MODEL_REGISTRY.register()
+class KDSRNetStudentModel(PluginModelMixin, StudentTrainingMixin, RealESRNetModel):
+    """KDSRNet_S: the student on Real-ESRGAN's second-order degradations."""
+    options_schema = KDSRNetStudentOptions
+
+
+@MODEL_REGISTRY.register()
+class KDSRGANModel(PluginModelMixin, GANDistillationMixin, DiscriminatorStepMixin, RealESRGANModel):
+    """KDSR_S-GAN on Real-ESRGAN's degradations (:class:`GANDistillationMixin`)."""
+    options_schema = KDSRGANOptions

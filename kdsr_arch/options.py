@@ -27,6 +27,7 @@ from kdsr_pdd.schema import (
     InputFile,
     InputPath,
     Loss,
+    MixedPrecisionTrain,
     NumberPair,
     PathOptions,
     PositiveInt,
@@ -108,7 +109,7 @@ def _arch_type(expected):
     return check
 
 
-class KDSRTeacherTrain(TrainBase):
+class KDSRTeacherTrain(MixedPrecisionTrain, TrainBase):
     """``train`` of the teacher models: L1 against the clean HR."""
     pixel_opt: Loss = Field(description='pixel loss (L1Loss)')
 
@@ -128,7 +129,7 @@ class KDSRStudentTrain(KDSRTeacherTrain):
         return self
 
 
-class KDSRGANTrain(GANTrainOptions):
+class KDSRGANTrain(MixedPrecisionTrain, GANTrainOptions):
     """``train`` of KDSR-GAN: L1 + perceptual + GAN (Real-ESRGAN's) + IDR distillation."""
     kd_opt: Loss = Field(description='IDR distillation loss (IDRDistillationLoss)')
 

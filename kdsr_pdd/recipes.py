@@ -7,6 +7,7 @@ in ``<report>/steps/NN_<command>.log``. A failing step stops the recipe with one
 import os
 import os.path as osp
 import platform
+import shlex
 import subprocess
 import sys
 from importlib import metadata
@@ -36,7 +37,7 @@ class Recipe:
         """Run ``kdsr-pdd <args>``, streaming its output (indented) and logging it; RecipeError if it fails."""
         self.steps += 1
         log_path = osp.join(self.report_dir, 'steps', f'{self.steps:02d}_{args[0]}.log')
-        command = 'kdsr-pdd ' + ' '.join(str(a) for a in args)
+        command = shlex.join(['kdsr-pdd', *map(str, args)])  # printed so that it can be pasted into a shell
         print(f'$ {command}', flush=True)
         with open(log_path, 'w', encoding='utf-8') as log, subprocess.Popen(
                 [sys.executable, '-m', 'kdsr_pdd', *map(str, args)], cwd=self.workdir, env=self.env,

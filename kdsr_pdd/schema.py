@@ -445,6 +445,14 @@ class TrainBase(Section):
                                        'stops (0: stop at the first)')
 
 
+class MixedPrecisionTrain(Section):
+    """``train`` keys of the plugin's models: mixed precision and memory format (``MixedPrecisionMixin``)."""
+    amp: Literal['none', 'fp16', 'bf16'] = Field('none', description='autocast of the forward passes and losses '
+                                                 '(fp16 with a gradient scaler; bf16 also on CPU)')
+    channels_last: bool = Field(False, description='networks (and so their activations) in channels-last memory '
+                                'format: faster convolutions on recent GPUs')
+
+
 class TrainOptions(TrainBase):
     """``train`` of BasicSR's SRModel: plus pixel / perceptual losses."""
     pixel_opt: Loss | None = Field(None, description='pixel loss, e.g. L1Loss')

@@ -16,15 +16,14 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from kdsr_pdd.checkpoints import load_weights
-from kdsr_pdd.model_mixins import DiscriminatorStepMixin, EMAStartsAsNetGMixin, TypedOptionsMixin
+from kdsr_pdd.model_mixins import DiscriminatorStepMixin, PluginModelMixin
 from kdsr_pdd.weights import vgg19_weights
 from pdd_model.color import color_correct
 from pdd_model.losses import PairwiseDistanceDistillationLoss, feature_perceptual_loss
 from pdd_model.options import PDDOptions
 
 
-@MODEL_REGISTRY.register()
-class PDDModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DiscriminatorStepMixin, SRGANModel):
+class PDDTrainingMixin:
     """Pairwise distance distillation: student (specialist) ``net_g``, frozen reference (generalist), U-Net D.
 
     Batches: training ``{'gt': [B,3,H,W], 'lq': [B,3,H/s,W/s], 'lq_real': [B',3,H/s,W/s]}``;
@@ -39,7 +38,6 @@ class PDDModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DiscriminatorStepMixin, 
     term also sees S_real once distilling (``train.gan_on_real``). ``val.color_correction`` matches each
     output channel's mean/std to the input at test time.
     """
-    options_schema = PDDOptions
 
     def init_training_settings(self):
         train = self.options.train
@@ -139,8 +137,8 @@ class PDDModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DiscriminatorStepMixin, 
             loss_dict['l_naive'] = self.cri_distill(sr_real, ref_real)
         fake = torch.cat([sr_syn, sr_real]) if distill and self.options.train.gan_on_real else sr_syn
         loss_dict['l_g_gan'] = self.cri_gan(self.net_d(fake), True, is_disc=False)
-        sum(loss_dict.values()).backward()
-        self.optimizer_g.step()
+        self.backward(sum(loss_dict.values()))
+        self.optimizer_step(self.optimizer_g)
         return sr_syn
 
     def _vgg_features(self, images):
@@ -166,3 +164,9 @@ class PDDModel(TypedOptionsMixin, EMAStartsAsNetGMixin, DiscriminatorStepMixin, 
         super().test()
         if self.options.val is not None and self.options.val.color_correction:
             self.output = color_correct(self.output, self.lq)
+
+
+@MODEL_REGISTRY.register()
+class PDDModel(PluginModelMixin, PDDTrainingMixin, DiscriminatorStepMixin, SRGANModel):
+    """PDD's training and test model (:class:`PDDTrainingMixin`), trained in the precision of ``train.amp``."""
+    options_schema = PDDOptions

@@ -14,6 +14,7 @@ from kdsr_pdd.schema import (
     InputFile,
     InputPath,
     Loss,
+    MixedPrecisionTrain,
     PositiveInt,
     Section,
     TrainLoader,
@@ -100,7 +101,7 @@ class PDDVGGOptions(Section):
     perceptual_weight: float = Field(1.0, description='weight of the perceptual loss (0: off)')
 
 
-class PDDTrain(GANTrainOptions):
+class PDDTrain(MixedPrecisionTrain, GANTrainOptions):
     """``train`` of PDD."""
     reference: Literal['ema', 'static'] = Field('ema', description='ema: the EMA of the student; static: a frozen '
                                                                    'pretrained network_reference')

@@ -392,9 +392,9 @@ def test_shipped_train_options_hold_the_reference_hyper_parameters(path, workdir
         assert opt['path']['pretrain_network_reference'].endswith(reference)
     for key in ('pixel_opt', 'distill_opt', 'gan_opt'):
         build_loss(train[key])  # every loss option is accepted by its class
-    folders = workdir[1]  # the dataset accepts the options (construction only: the demo images are small)
+    folders = workdir[1]  # the dataset accepts the options, on small images (a crop that fits them)
     build_dataset({**data, 'dataroot_gt': folders['hr'], 'dataroot_lq_real': folders['real'], 'phase': 'train',
-                   'scale': opt['scale']})
+                   'scale': opt['scale'], 'gt_size': 32})
 
 
 def tiny(opt, generalist_path):
