@@ -185,3 +185,29 @@ def apply():
     for module in (basicsr.utils.misc, basicsr.utils, basicsr.train):
         module.check_resume = check_resume
     _APPLIED = True
+
+
+def mends_in_effect():
+    """{mend: whether it is in effect now} -- what ``kdsr-pdd selfcheck`` reports (after :func:`apply`)."""
+    import basicsr.models.realesrgan_model as realesrgan
+    import basicsr.models.realesrnet_model as realesrnet
+    import basicsr.train
+    import basicsr.utils.dist_util
+    import basicsr.utils.img_process_util
+    from basicsr.models.base_model import BaseModel
+
+    def ours(fn):  # defined in this file (functools.wraps copies __module__, not the code)
+        return getattr(getattr(fn, '__code__', None), 'co_filename', None) == __file__
+
+    models = (realesrnet.RealESRNetModel, realesrgan.RealESRGANModel)
+    return {
+        'torchvision functional_tensor alias': any(isinstance(f, _FunctionalTensorAlias) for f in sys.meta_path),
+        'init_dist with the gloo backend': ours(basicsr.utils.dist_util.init_dist),
+        'model_to_device without CUDA': ours(BaseModel.model_to_device),
+        'filter2D on non-contiguous input': all(ours(m.filter2D) for m in (basicsr.utils.img_process_util,
+                                                                            realesrnet, realesrgan)),
+        'Real-ESRGAN synthesis and queue on the model device': all(
+            ours(cls.__init__) and ours(cls._dequeue_and_enqueue) for cls in models),
+        'Real-ESRGAN validation keeps is_train': all(ours(cls.nondist_validation) for cls in models),
+        'check_resume keeps param keys of ignored networks': ours(basicsr.train.check_resume),
+    }

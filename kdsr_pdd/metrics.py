@@ -97,6 +97,19 @@ def _backbone_file(metric, net, given):
                         f'{name} ImageNet weights ({BACKBONE_FILES[net]})')
 
 
+def default_weight_files():
+    """{what: the file a metric reads when its option is unset} (the table of the module docstring)."""
+    checkpoints, pyiqa_dir = _checkpoint_dir(), _pyiqa_dir()
+    return {
+        'LPIPS heads (alex)': _lpips_package_heads('alex'),
+        'LPIPS / DISTS backbones: AlexNet': osp.join(checkpoints, BACKBONE_FILES['alex']),
+        'LPIPS / DISTS backbones: VGG16': osp.join(checkpoints, BACKBONE_FILES['vgg']),
+        'DISTS alpha / beta': osp.join(pyiqa_dir, DISTS_FILE),
+        'MUSIQ': osp.join(pyiqa_dir, MUSIQ_FILE),
+        'NRQM': osp.join(pyiqa_dir, NRQM_FILE),
+    }
+
+
 def _read_entries(path, keys, metric):
     """The entries ``keys`` of the state dict in ``path`` (other entries are ignored)."""
     state, _ = read_state_dict(path)

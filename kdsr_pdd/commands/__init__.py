@@ -18,6 +18,7 @@ COMMANDS = {
     'convert': 'ncnn Real-ESRGAN models to BasicSR checkpoints',
     'schema': 'JSON schemas of the option files, for editors',
     'benchmarks': 'write benchmark test sets (Gaussian8, aniso+noise, DRealSR crops)',
+    'selfcheck': 'after install: environment, weights, training steps with AMP, inference precision, latency',
 }
 
 
