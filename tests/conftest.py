@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
@@ -47,3 +48,30 @@ def run_entry(args, cwd, timeout=600, env=None, nproc=None):
                             timeout=timeout)
     assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}'
     return result
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny tensors: one intra-op thread is fastest and avoids oversubscribing shared CI cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def minimal_sr_opt(tmp_path, name, train=True, **train_extra):
+    """In-process options of BasicSR's SRModel with a tiny MSRResNet x2 (as parse_options returns them)."""
+    return {
+        'name': name, 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'dist': False, 'rank': 0,
+        'world_size': 1, 'is_train': train,
+        'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'models': str(tmp_path),
+                 'training_states': str(tmp_path)},
+        'train': {
+            'ema_decay': 0,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
+            **train_extra,
+        },
+    }

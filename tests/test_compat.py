@@ -29,24 +29,6 @@ def test_filter2d_accepts_non_contiguous_input():
     assert filter2D is realesrnet_model.filter2D
 
 
-def _minimal_sr_opt(tmp_path, train=True, **train_extra):
-    opt = {
-        'name': 'compat', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'dist': False, 'rank': 0,
-        'world_size': 1, 'is_train': train,
-        'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'models': str(tmp_path),
-                 'training_states': str(tmp_path)},
-        'train': {
-            'ema_decay': 0,
-            'optim_g': {'type': 'Adam', 'lr': 1e-3},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
-            **train_extra,
-        },
-    }
-    return opt
-
-
 def test_init_dist_uses_gloo_without_cuda(tmp_path):
     script = (
         'import kdsr_pdd.plugin, torch.distributed as dist\n'

@@ -223,22 +223,14 @@ def test_scatter_of_three_experiments(tmp_path):
 def write_training_log(path):
     """A training log as BasicSR's train pipeline writes it: the option dump, MessageLogger lines every 3
     iterations, a validation every 4, "End of training", the final validation."""
-    import logging
-
     from basicsr.models.base_model import BaseModel
     from basicsr.models.sr_model import SRModel
     from basicsr.utils import MessageLogger
     from basicsr.utils.options import dict2str
-    from test_tables import BASICSR_FORMAT
+    from test_tables import basicsr_log_file
 
     opt = {'name': 'curve', 'train': {'total_iter': 8}, 'logger': {'print_freq': 3, 'use_tb_logger': False},
            'val': {'val_freq': 4, 'metrics': {'psnr': {'type': 'calculate_psnr'}}}}
-    logger = logging.getLogger('basicsr')
-    handler = logging.FileHandler(path, 'w')
-    handler.setFormatter(logging.Formatter(BASICSR_FORMAT))
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
     model = SimpleNamespace(opt=opt)
 
     def validate(it):
@@ -247,7 +239,7 @@ def write_training_log(path):
         BaseModel._update_best_metric_result(model, 'Set5', 'psnr', 20.0 + it, it)
         SRModel._log_validation_metric_values(model, it, 'Set5', None)
 
-    try:
+    with basicsr_log_file(path) as logger:
         logger.info(dict2str(opt))
         message = MessageLogger(opt, 0, None)
         for it in range(1, 9):
@@ -258,10 +250,6 @@ def write_training_log(path):
                 validate(it)
         logger.info('End of training. Time consumed: 0:00:01')
         validate(8)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-        logger.setLevel(level)
     return path
 
 

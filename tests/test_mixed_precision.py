@@ -15,12 +15,7 @@ from kdsr_pdd.schema import OptionsError
 STEPS = 2  # PDD distils from step 2 (distill_warmup_iters 1)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def run_steps(model, batches):

@@ -5,33 +5,16 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import minimal_sr_opt
 
 import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_pdd.checkpoints import atomic_torch_save
 
 
-def _minimal_sr_opt(tmp_path, train=True, **train_extra):
-    opt = {
-        'name': 'runtime', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'dist': False, 'rank': 0,
-        'world_size': 1, 'is_train': train,
-        'network_g': {'type': 'MSRResNet', 'num_feat': 4, 'num_block': 1, 'upscale': 2},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'models': str(tmp_path),
-                 'training_states': str(tmp_path)},
-        'train': {
-            'ema_decay': 0,
-            'optim_g': {'type': 'Adam', 'lr': 1e-3},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
-            **train_extra,
-        },
-    }
-    return opt
-
-
 def test_any_torch_optimizer_by_name(tmp_path):
     from basicsr.models.sr_model import SRModel
 
-    model = SRModel(_minimal_sr_opt(tmp_path))
+    model = SRModel(minimal_sr_opt(tmp_path, 'runtime'))
     params = [torch.nn.Parameter(torch.zeros(2))]
     assert type(model.get_optimizer('AdamW', params, 1e-3, weight_decay=0.01)) is torch.optim.AdamW
     with pytest.raises(ValueError, match='optim_.*Adamm'):
@@ -41,7 +24,7 @@ def test_any_torch_optimizer_by_name(tmp_path):
 def test_checkpoints_written_atomically_and_errors_raised(tmp_path, monkeypatch):
     from basicsr.models.sr_model import SRModel
 
-    model = SRModel(_minimal_sr_opt(tmp_path))
+    model = SRModel(minimal_sr_opt(tmp_path, 'runtime'))
     model.save_network(model.net_g, 'net_g', 5)
     target = tmp_path / 'net_g_5.pth'
     before = target.read_bytes()
@@ -135,7 +118,7 @@ def test_models_load_raw_state_dicts_strictly(tmp_path):
     torch.manual_seed(0)
     source = MSRResNet(num_feat=4, num_block=1, upscale=2)
     torch.save({f'module.{k}': v for k, v in source.state_dict().items()}, tmp_path / 'raw.pth')
-    opt = _minimal_sr_opt(tmp_path)
+    opt = minimal_sr_opt(tmp_path, 'runtime')
     opt['path'].update(pretrain_network_g=str(tmp_path / 'raw.pth'), param_key_g='params')
     model = SRModel(opt)  # 1.4.2: KeyError 'params'
     assert torch.equal(model.net_g.conv_first.weight, source.conv_first.weight)

@@ -1,5 +1,6 @@
 """Results tables from BasicSR logs written by BasicSR's own logging code: parsing, best-value bold for
 higher- and lower-is-better metrics, CSV round trip, Gaussian8 averaging and the error messages."""
+import contextlib
 import csv
 import logging
 import os
@@ -25,12 +26,9 @@ METRICS = {
 }
 
 
-def write_basicsr_log(path, blocks, metrics=METRICS, name='exp', iters=None):
-    """Write a log as BasicSR's test/train pipelines do: env info, the option dump, then one validation
-    block per ``(dataset, {metric: value})`` through ``SRModel._log_validation_metric_values``."""
-    opt = {'name': name, 'model_type': 'KDSRModel', 'scale': 4,
-           'datasets': {f'test_{i}': {'name': d, 'type': 'PairedImageDataset'} for i, (d, _) in enumerate(blocks)},
-           'val': {'save_img': False, 'metrics': metrics}, 'is_train': iters is not None}
+@contextlib.contextmanager
+def basicsr_log_file(path):
+    """BasicSR's root logger writes to ``path`` (its format, INFO) within the block."""
     logger = logging.getLogger('basicsr')
     handler = logging.FileHandler(path, 'w')
     handler.setFormatter(logging.Formatter(BASICSR_FORMAT))
@@ -38,6 +36,20 @@ def write_basicsr_log(path, blocks, metrics=METRICS, name='exp', iters=None):
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+
+
+def write_basicsr_log(path, blocks, metrics=METRICS, name='exp', iters=None):
+    """Write a log as BasicSR's test/train pipelines do: env info, the option dump, then one validation
+    block per ``(dataset, {metric: value})`` through ``SRModel._log_validation_metric_values``."""
+    opt = {'name': name, 'model_type': 'KDSRStudentModel', 'scale': 4,
+           'datasets': {f'test_{i}': {'name': d, 'type': 'PairedImageDataset'} for i, (d, _) in enumerate(blocks)},
+           'val': {'save_img': False, 'metrics': metrics}, 'is_train': iters is not None}
+    with basicsr_log_file(path) as logger:
         logger.info(get_env_info())
         logger.info(dict2str(opt))
         model = SimpleNamespace(opt=opt)
@@ -48,10 +60,6 @@ def write_basicsr_log(path, blocks, metrics=METRICS, name='exp', iters=None):
             for metric, value in values.items():
                 BaseModel._update_best_metric_result(model, dataset, metric, value, current_iter)
             SRModel._log_validation_metric_values(model, current_iter, dataset, None)
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-        logger.setLevel(level)
     return path
 
 
