@@ -14,6 +14,7 @@ the shipped YAMLs use have theirs at the end of this module. The schema is what 
 All problems of a file are collected into one :class:`OptionsError`, one line each.
 """
 import difflib
+import importlib.util
 import inspect
 import os.path as osp
 import typing
@@ -490,6 +491,16 @@ class LoggerOptions(Section):
         description='save networks and training state every save_checkpoint_freq iterations')
     use_tb_logger: bool = Field(False, description='tensorboard logs under tb_logger/<name>')
     wandb: WandbOptions | None = Field(None, description='Weights & Biases logging')
+
+    @model_validator(mode='after')
+    def _loggers_installed(self):
+        wandb = self.wandb is not None and self.wandb.project is not None
+        if wandb and not self.use_tb_logger:
+            raise ValueError('wandb.project needs use_tb_logger: true (BasicSR logs to wandb through tensorboard)')
+        for wanted, package in ((self.use_tb_logger, 'tensorboard'), (wandb, 'wandb')):
+            if wanted and importlib.util.find_spec(package) is None:
+                raise ValueError(f'{package} is not installed: pip install {package}, or turn it off in logger')
+        return self
 
 
 class DistParams(Section):

@@ -116,3 +116,15 @@ def test_never_silently_random_weights():
     opt['path']['pretrain_network_g'] = None
     assert problems(opt) == ['path.pretrain_network_g: PDDModel adapts a pretrained network; set the checkpoint it '
                              'starts from']
+
+
+def test_loggers_that_are_not_installed_are_named(monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'wandb' else find_spec(name, *a))
+    opt = demo_student()
+    opt['logger'].update(use_tb_logger=True, wandb={'project': 'kdsr', 'resume_id': None})
+    assert problems(opt) == ['logger: wandb is not installed: pip install wandb, or turn it off in logger']
+    opt['logger']['use_tb_logger'] = False
+    assert problems(opt) == ['logger: wandb.project needs use_tb_logger: true (BasicSR logs to wandb through '
+                             'tensorboard)']
