@@ -6,9 +6,11 @@ the size, the tile and its context (and the seconds deriving it took), the wall 
 seconds of the upscaling alone, and the process's peak resident memory. Options:
 
 * ``--tile T`` (0: whole image, the default); ``--tile-pad P`` (default: derived, as the command does);
-* ``--mallopt`` raises glibc's mmap threshold to its maximum and sets a 1 GiB top pad and trim threshold
-  through ``mallopt`` before anything is allocated (the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TOP_PAD_`` /
-  ``MALLOC_TRIM_THRESHOLD_`` environment variables do the same from outside);
+* ``--malloc threshold`` raises glibc's mmap threshold to its maximum (32 MiB) and sets a 1 GiB top pad and
+  trim threshold through ``mallopt`` before anything is allocated (the ``MALLOC_MMAP_THRESHOLD_`` /
+  ``MALLOC_TOP_PAD_`` / ``MALLOC_TRIM_THRESHOLD_`` environment variables do the same from outside);
+  ``--malloc reuse`` applies what ``kdsr-pdd infer`` does (:func:`kdsr_pdd.memory.reuse_freed_memory`:
+  no mapped blocks at all, freed memory kept); ``--malloc glibc`` (the default) leaves glibc as it is;
 * ``--threads`` (default 1), and ``--seams`` to also report the largest 8-bit difference from a whole-image
   pass (which then runs too: memory is that of both).
 
@@ -25,8 +27,11 @@ M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2); larger values are refused
 
 
-def raise_mmap_threshold():
-    """glibc ``mallopt``: serve blocks up to 32 MiB from the heap, keep 1 GiB of slack; True when accepted."""
+def tune_malloc(mode):
+    """glibc ``mallopt`` for ``mode`` (see the module docstring); True when applied."""
+    if mode == 'reuse':
+        from kdsr_pdd.memory import reuse_freed_memory
+        return reuse_freed_memory()
     libc = ctypes.CDLL('libc.so.6')
     return all(libc.mallopt(option, value) == 1 for option, value in (
         (M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX), (M_TOP_PAD, 1 << 30), (M_TRIM_THRESHOLD, 1 << 30)))
@@ -49,10 +54,10 @@ def main(argv=None):
     parser.add_argument('--tile', type=int, default=0)
     parser.add_argument('--tile-pad', type=int)
     parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--mallopt', action='store_true')
+    parser.add_argument('--malloc', choices=('glibc', 'threshold', 'reuse'), default='glibc')
     parser.add_argument('--seams', action='store_true')
     args = parser.parse_args(argv)
-    accepted = raise_mmap_threshold() if args.mallopt else None
+    accepted = tune_malloc(args.malloc) if args.malloc != 'glibc' else None
     import torch
 
     import kdsr_pdd.plugin  # noqa: F401
@@ -70,7 +75,7 @@ def main(argv=None):
     sr = upscaler(x)
     wall, end_cpu = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     report = dict(size=args.size, tile=args.tile, context=context, context_s=round(measure, 1), threads=args.threads,
-                  mallopt=accepted,
+                  malloc=args.malloc, malloc_accepted=accepted,
                   wall_s=round(wall, 1), user_s=round(end_cpu.ru_utime - start_cpu.ru_utime, 1),
                   sys_s=round(end_cpu.ru_stime - start_cpu.ru_stime, 1),
                   peak_rss_mib=round(end_cpu.ru_maxrss / 1024))

@@ -15,7 +15,8 @@ An image is encoded in memory and written to a temporary file beside its target 
 place (:func:`write_atomic`), so an interrupted run or a full disk never leaves a partial image under an
 output name. A result with alpha in a format without alpha (JPEG, BMP) is written as PNG, as Real-ESRGAN
 does; a 16-bit result in an 8-bit-only format is rounded to 8 bits (and said so); gray + alpha is written
-as an ``LA`` image (8-bit; at 16 bits, formats here have no gray + alpha, so it becomes 16-bit RGBA).
+as an 8-bit PNG of mode ``LA`` (Pillow: OpenCV writes no 2-channel images), and as gray BGRA where that
+cannot be (16 bits, WebP, TIFF).
 """
 import os
 import tempfile

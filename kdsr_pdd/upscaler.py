@@ -74,7 +74,7 @@ class Upscaler:
         self.net = net.to(self.device, self.dtype).eval()
         self.family = family_of(info.arch)
         self.scale, self.multiple = info.scale, math.lcm(multiple, info.size_multiple)
-        self.tile = None if tile is None else self._round(max(tile, info.min_size)) if tile else 0
+        self.tile = tile and self._round(max(tile, info.min_size))  # None (automatic) and 0 stay as they are
         self.tile_pad, self.pre_pad, self.progress, self.report = tile_pad, pre_pad, progress, report
         self._context = None if tile_pad is None else (self._round(tile_pad), 0, None)
 
@@ -90,8 +90,9 @@ class Upscaler:
 
     @torch.no_grad()
     def context(self, tile):
-        """``(pad, overlap, predicted error or None)`` for tiles of ``tile`` (derived once, see the module docstring);
-        the predicted error is None when the tiles are exact or the pad was given."""
+        """``(pad, overlap, predicted error or None)`` for tiles of ``tile`` (the blend is at most a tile); derived
+        once, for the first tile size asked (see the module docstring). The predicted error is None when the
+        tiles are exact or the pad was given."""
         if self._context is None:
             if self.info.context is not None and self.info.context <= REACH:
                 self._context = (self._round(self.info.context), 0, None)
@@ -110,8 +111,9 @@ class Upscaler:
             return f'tile pad {pad} (given)'
         if error is None:
             return f'tile pad {pad} (the receptive field: tiles are exact)'
+        above = '' if error < SEAM_TOLERANCE else f', more than {255 * SEAM_TOLERANCE:.0f}/255: raise --tile_pad'
         return (f'tile pad {pad} + blend {overlap} (measured: seams within {255 * error:.2f}/255 of an untiled pass '
-                'on a probe)')
+                f'on a probe{above})')
 
     @torch.no_grad()
     def __call__(self, lq):

@@ -139,7 +139,7 @@ def test_cli_tiled_equals_untiled_and_matches_network(tmp_path, capsys):
     assert main([*common, '-o', str(tmp_path / 'tiled'), '--tile', '10', '--tile-pad', str(KDSR_PAD)]) == 0
     assert main([*common, '-o', str(tmp_path / 'derived'), '--tile', '10']) == 0
     err = capsys.readouterr().err
-    assert 'tile pad 9 (the receptive field: tiles are exact)' in err and 'tiles: 100%' in err  # a bar over tiles
+    assert 'tile pad 9 (the receptive field: tiles are exact)' in err and 'tiles:   0%|' in err and '/16 [' in err
     whole, tiled = read_rgb(tmp_path / 'whole' / 'img_out.png'), read_rgb(tmp_path / 'tiled' / 'img_out.png')
     assert np.abs(read_rgb(tmp_path / 'derived' / 'img_out.png') - whole).max() <= 1
     with torch.no_grad():
@@ -297,3 +297,10 @@ def test_module_runs_as_subprocess(tmp_path):
     assert result.returncode == 0, result.stderr
     assert 'wrote 1' in result.stdout
     assert cv2.imread(str(tmp_path / 'out' / 'f_out.png')).shape == (96, 96, 3)
+
+
+def test_glibc_is_told_to_reuse_freed_memory_unless_the_user_set_malloc(monkeypatch):
+    from kdsr_pdd.memory import reuse_freed_memory
+    assert reuse_freed_memory() is sys.platform.startswith('linux')
+    monkeypatch.setenv('MALLOC_ARENA_MAX', '2')
+    assert reuse_freed_memory() is False

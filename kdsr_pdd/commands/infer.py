@@ -1,28 +1,33 @@
-"""Super-resolve image files; takes Real-ESRGAN's ``inference_realesrgan.py`` command line unchanged.
+"""Super-resolve image files; Real-ESRGAN's inference_realesrgan.py command line works unchanged.
 
   kdsr-pdd infer -n RealESRGAN_x4plus -i inputs -o results [-s 3.5] [-t 400] [--ext png] ...
   kdsr-pdd infer INPUT -o OUT -m CHECKPOINT [--opt X.yml | --arch NAME [--arch-args JSON]] ...
 
-INPUT (``-i``, default ``inputs``) is an image file or a folder (``-r`` descends; sub-folders are mirrored).
-Each result is ``OUT/<stem>_<suffix>.<ext>`` (suffix ``out``; ``--ext auto`` keeps the input's extension;
-alpha in JPEG/BMP becomes PNG); the rules on clashing names, earlier outputs and safe writes are those of
-:mod:`kdsr_pdd.outputs`, all checked before the network is loaded.
+Input and output: INPUT (-i, default inputs) is an image file or a folder (-r descends, mirroring
+sub-folders). Each result is OUT/<stem>_<suffix>.<ext> (--ext auto keeps the input's extension; an image
+with alpha that JPEG/BMP cannot hold becomes PNG). Clashing names, an output that would replace an input
+and an unusable OUT are refused before the network is loaded; earlier outputs in the input folder are
+not taken as inputs; each image is written atomically (kdsr_pdd.outputs). Truncated files fail, EXIF
+orientation is applied, gray and gray + alpha stay so, 16-bit stays 16-bit where the format allows.
 
-The network: ``-n NAME`` is a Real-ESRGAN model (RealESRGAN_x4plus, RealESRNet_x4plus, RealESRGAN_x2plus,
-RealESRGAN_x4plus_anime_6B, realesr-animevideov3, realesr-general-x4v3) read from ``weights/NAME.pth`` or
-``experiments/pretrained_models/NAME.pth`` (nothing is downloaded; :mod:`kdsr_pdd.model_names`); the
-default without ``-m`` is RealESRGAN_x4plus. ``-m/--model_path FILE`` takes any checkpoint: its network
-comes from ``-n``, ``--opt`` (its ``network_g``), ``--arch`` (preset or BasicSR arch), the YAML beside it, or
-its keys (KDSR and BasicSR RRDBNet here, anything else spandrel knows: SwinIR, HAT, SRVGGNetCompact, ...;
-:mod:`kdsr_pdd.networks`). Weights: ``params_ema`` > ``params`` > raw, or ``--param-key``; strict.
+Network: -n NAME is a Real-ESRGAN model (RealESRGAN_x4plus, RealESRNet_x4plus, RealESRGAN_x2plus,
+RealESRGAN_x4plus_anime_6B, realesr-animevideov3, realesr-general-x4v3) read from weights/NAME.pth or
+experiments/pretrained_models/NAME.pth; nothing is downloaded (kdsr_pdd.model_names). Without -m the
+model is RealESRGAN_x4plus. -m/--model_path FILE takes any checkpoint; its network comes from -n,
+--opt (network_g), --arch (a preset or a BasicSR arch), the YAML beside it, or its keys: KDSR and BasicSR
+RRDBNet here, anything else spandrel knows (SwinIR, HAT, SRVGGNetCompact, ...; kdsr_pdd.networks).
+Weights: params_ema > params > raw state dict, or --param-key; loaded strictly with weights_only=True.
 
-Tiles (``-t``): by default large images are tiled and each tile gets enough context that the result
-equals an untiled pass (:mod:`kdsr_pdd.upscaler`); ``--tile_pad`` sets the context as in Real-ESRGAN.
-Precision: fp32 on CPU; fp16 on CUDA unless ``--fp32`` (or the network does not support it).
-Not supported, refused in one line: ``--face_enhance`` (GFPGAN) and ``-dn`` mixing of
-realesr-general-x4v3 with its denoising twin (``-dn 1`` runs the plain model).
+Tiles (-t): by default images above 512x512 LR pixels are cut into 400-pixel tiles, each with enough
+context that the result matches an untiled pass: the network's receptive field when it can be counted,
+else measured once per network with a probe (kdsr_pdd.upscaler); --tile_pad P sets the context as
+Real-ESRGAN does. Precision: fp32 on CPU; fp16 on CUDA unless --fp32 (or the network cannot).
+glibc is told to keep freed memory for reuse (kdsr_pdd.memory: less than half the CPU time of a large
+image on CPU); setting any MALLOC_* environment variable leaves malloc as configured there.
+Refused in one line: --face_enhance (GFPGAN) and -dn mixing of realesr-general-x4v3 with its denoising
+twin (-dn 1 runs the plain model); -s defaults to the network's scale (Real-ESRGAN's default is 4).
 
-Errors are one line each. Exit status: 0 when every image was written or skipped (``--skip-existing``),
+Errors are one line each. Exit status: 0 when every image was written or skipped (--skip-existing),
 1 when any failed (the last line counts them), 2 on a usage, model or output-folder error.
 """
 import argparse
@@ -35,8 +40,8 @@ _NOT_SUPPORTED = 'not supported here'
 
 def build_parser():
     """The argument parser: Real-ESRGAN's flags with their meanings, and this project's."""
-    parser = argparse.ArgumentParser(prog='kdsr-pdd infer', description=__doc__.split('\n\n')[0],
-                                     epilog='Details: python -c "import kdsr_pdd.commands.infer as m; help(m)"')
+    parser = argparse.ArgumentParser(prog='kdsr-pdd infer', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     files = parser.add_argument_group('input and output')
     files.add_argument('input', nargs='?', help='image file or folder (the same as -i)')
     files.add_argument('-i', '--input', dest='input_option', metavar='INPUT',
@@ -128,8 +133,7 @@ def choose_device(args):
     import torch
 
     wanted = f'cuda:{args.gpu_id}' if args.gpu_id is not None else args.device
-    if wanted is None:
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    wanted = wanted or ('cuda' if torch.cuda.is_available() else 'cpu')
     flag = '-g' if args.gpu_id is not None else '--device'
     try:
         device = torch.device(wanted)
@@ -154,7 +158,7 @@ def load_model(args):
 
     name = args.model_name or (None if args.model_path else 'RealESRGAN_x4plus')
     path = args.model_path or find_model_file(name)
-    network_opt, source = network_of(name) if name else (None, None)
+    network_opt, source = network_of(name) if name and not (args.opt or args.arch) else (None, None)
     if network_opt is None:
         network_opt, source = resolve_network_opt(path, args.opt, args.arch, args.arch_args)
     net, info = load_network(path, network_opt, args.param_key, source)
@@ -248,6 +252,8 @@ def run_images(args, inputs, targets, upscaler):
 def main(argv=None):
     """Run the command; return the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    from kdsr_pdd.memory import reuse_freed_memory
+    reuse_freed_memory()  # CPU time: feature maps reuse freed memory instead of being page-faulted in again
     try:
         inputs, targets, upscaler = prepare(args)
     except (ValueError, FileNotFoundError) as err:  # Usage/Output/Network/Checkpoint/NonFinite errors
