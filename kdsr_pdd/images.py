@@ -46,6 +46,8 @@ def _inspect(path):
             return image.mode, image.getexif().get(EXIF_ORIENTATION, 1)
     except UnidentifiedImageError:
         return None, 1
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as err:
+        raise ValueError(f'cannot open it ({err.strerror})') from None
     except Image.DecompressionBombError as err:
         raise ValueError(f'too large to decode safely ({err})') from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:

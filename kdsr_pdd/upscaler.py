@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from kdsr_pdd.networks import NetworkError, family_of
 from kdsr_pdd.tiling import measure_context, tile_count, tiled_map, tiled_spatial_mean
 
-AUTO_TILE_PIXELS = 512 * 512
+# Measured with Real-ESRGAN x4plus on CPU (INFER_NOTES.md): a whole pass peaks at ~1.1 GB + 15 KB per LR pixel
+# (~8.5 GB at 500,000 pixels, ~34 GB at 1500x1500); 400-pixel tiles with their context peak at ~6 GB.
+AUTO_TILE_PIXELS = 500_000
 AUTO_TILE = 400
 REACH = 96
 SEAM_TOLERANCE = 1 / 255

@@ -114,7 +114,7 @@ def test_measured_context_finds_the_reach_of_a_conv_stack():
 def test_automatic_tiles_above_the_measured_size():
     info = family_of('RRDBNet').info(rrdb())
     upscaler = _Upscaler(rrdb(), info, tile=None)
-    assert upscaler.tile_for(512, 512) == 0 and upscaler.tile_for(600, 600) == AUTO_TILE
+    assert upscaler.tile_for(700, 700) == 0 and upscaler.tile_for(720, 720) == AUTO_TILE
     assert _Upscaler(rrdb(), info, tile=0).tile_for(2000, 2000) == 0
     discouraged = _Upscaler(rrdb(), NetworkInfo('SwinIR', 4, tiling='discouraged'), tile=None)
     assert discouraged.tile_for(2000, 2000) == 0

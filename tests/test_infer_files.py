@@ -56,6 +56,19 @@ def test_auto_extension_keeps_both_and_an_empty_suffix_never_overwrites_inputs(t
     assert 'would be overwritten' in error_line(capsys)
 
 
+def test_formats_that_cannot_hold_the_result(tmp_path, model, capsys):
+    """--ext jpg: alpha is written as PNG (as Real-ESRGAN does); 16 bits are rounded to 8, with a note."""
+    src = tmp_path / 'in'
+    src.mkdir()
+    rgb8 = to_uint8(image(16, 16)).astype(np.uint8)
+    cv2.imwrite(str(src / 'glass.png'), np.dstack([rgb8, np.full((16, 16), 128, np.uint8)]))
+    cv2.imwrite(str(src / 'deep.png'), rgb8.astype(np.uint16) * 257)
+    assert main([str(src), '-o', str(tmp_path / 'out'), '--ext', 'jpg', *model]) == 0
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['deep_out.jpg', 'glass_out.png']
+    assert cv2.imread(str(tmp_path / 'out' / 'glass_out.png'), cv2.IMREAD_UNCHANGED).shape == (64, 64, 4)
+    assert 'deep.png: note: 16-bit result written with 8 bits' in capsys.readouterr().err
+
+
 def test_earlier_outputs_in_the_input_folder_are_not_inputs(tmp_path, model, capsys):
     src = tmp_path / 'in'
     write_rgb(src / 'a.png', image(16, 16))

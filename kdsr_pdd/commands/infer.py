@@ -18,10 +18,10 @@ model is RealESRGAN_x4plus. -m/--model_path FILE takes any checkpoint; its netwo
 RRDBNet here, anything else spandrel knows (SwinIR, HAT, SRVGGNetCompact, ...; kdsr_pdd.networks).
 Weights: params_ema > params > raw state dict, or --param-key; loaded strictly with weights_only=True.
 
-Tiles (-t): by default images above 512x512 LR pixels are cut into 400-pixel tiles, each with enough
-context that the result matches an untiled pass: the network's receptive field when it can be counted,
-else measured once per network with a probe (kdsr_pdd.upscaler); --tile_pad P sets the context as
-Real-ESRGAN does. Precision: fp32 on CPU; fp16 on CUDA unless --fp32 (or the network cannot).
+Tiles (-t): by default images above 500,000 LR pixels (~700x700) are cut into 400-pixel tiles, each with
+enough context that the result matches an untiled pass: the network's receptive field when it can be
+counted, else measured once per network with a probe (kdsr_pdd.upscaler); --tile_pad P sets the context
+as Real-ESRGAN does. Precision: fp32 on CPU; fp16 on CUDA unless --fp32 (or the network cannot).
 glibc is told to keep freed memory for reuse (kdsr_pdd.memory: less than half the CPU time of a large
 image on CPU); setting any MALLOC_* environment variable leaves malloc as configured there.
 Refused in one line: --face_enhance (GFPGAN) and -dn mixing of realesr-general-x4v3 with its denoising
@@ -73,8 +73,8 @@ def build_parser():
     running = parser.add_argument_group('running')
     running.add_argument('-s', '--outscale', type=float,
                          help="final scale (default: the network's); another value resizes with Lanczos-4")
-    running.add_argument('-t', '--tile', type=int, help='tile size in LR pixels; 0: whole image (default: tiles '
-                         'for images above 512x512 LR pixels)')
+    running.add_argument('-t', '--tile', type=int, help='tile size in LR pixels; 0: whole image (default: 400 '
+                         'for images above 500,000 LR pixels)')
     running.add_argument('--tile_pad', '--tile-pad', dest='tile_pad', type=int,
                          help='context around each tile in LR pixels (default: from the network, so that tiles '
                               'match an untiled pass)')
@@ -201,7 +201,7 @@ def prepare(args):
 
 def upscale_file(args, path, target, upscaler, claimed):
     """Read ``path``, upscale it and write it to ``target`` (or its PNG twin, see :func:`kdsr_pdd.outputs.finish`);
-    returns the file written and a note ('' if none). ``claimed``: every planned or written output."""
+    returns a note for the user ('' if none). ``claimed``: every planned or written output."""
     from kdsr_pdd.images import read_image
     from kdsr_pdd.outputs import encode, finish, write_atomic
     from kdsr_pdd.upscaler import upscale_image
@@ -216,7 +216,7 @@ def upscale_file(args, path, target, upscaler, claimed):
     except OSError as err:
         raise OSError(f'cannot write {final} ({err.strerror or err})') from None
     claimed.add(final)
-    return final, note
+    return note
 
 
 def run_images(args, inputs, targets, upscaler):
@@ -233,7 +233,7 @@ def run_images(args, inputs, targets, upscaler):
             skipped += 1
             continue
         try:
-            _, note = upscale_file(args, path, target, upscaler, claimed)
+            note = upscale_file(args, path, target, upscaler, claimed)
         except (ValueError, OSError, cv2.error) as err:
             tqdm.write(f'{path}: {err}; skipped', file=sys.stderr)
             failed += 1
