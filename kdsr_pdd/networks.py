@@ -191,13 +191,17 @@ def find_companion_yaml(model_path):
     return candidates[0] if candidates else None
 
 
-def _check_arch_name(arch):
-    """NetworkError unless ``arch`` is a preset or a registered BasicSR arch type."""
+def _arch_options(arch):
+    """The network options of ``--arch``: a preset, or a registered BasicSR arch type (BasicSR's own archs
+    registered as ``<name>_basicsr`` answer to ``<name>``); NetworkError otherwise."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
     from kdsr_pdd.schema import suggestion
-    if arch in presets() or arch in ARCH_REGISTRY or f'{arch}_basicsr' in ARCH_REGISTRY:
-        return
+    if arch in presets():
+        return dict(presets()[arch])
+    for name in (arch, f'{arch}_basicsr'):
+        if name in ARCH_REGISTRY:
+            return {'type': name}
     names = [*presets(), *(name for name, _ in ARCH_REGISTRY)]
     raise NetworkError(f'--arch {arch}: not a preset nor a registered BasicSR arch{suggestion(arch, names)}; omit '
                        '--arch to let the checkpoint choose (its keys are recognised here or by spandrel, which '
@@ -216,14 +220,14 @@ def resolve_network_opt(model_path, opt_path=None, arch=None, arch_args=None):
     if opt_path:
         return _network_section(opt_path), str(opt_path)
     if arch:
-        _check_arch_name(arch)
+        options = _arch_options(arch)
         try:
             extra = json.loads(arch_args) if arch_args else {}
         except json.JSONDecodeError as err:
             raise NetworkError(f'--arch-args is not valid JSON ({err}).') from None
         if not isinstance(extra, dict):
             raise NetworkError('--arch-args must be a JSON object of keyword arguments.')
-        return {**presets().get(arch, {'type': arch}), **extra}, f'--arch {arch}'
+        return {**options, **extra}, f'--arch {arch}'
     companion = find_companion_yaml(model_path)
     if companion is not None:
         return _network_section(companion), str(companion)

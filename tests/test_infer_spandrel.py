@@ -107,3 +107,16 @@ def test_unknown_architecture_is_one_line(tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.startswith('error: ')]
     assert status == 2 and len(lines) == 1
     assert 'cannot tell the architecture' in lines[0] and 'spandrel' in lines[0] and '--arch' in lines[0]
+
+
+def test_realesrgan_model_name_builds_basicsr_compact(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=64, num_conv=16, upscale=4, act_type='prelu').eval()  # realesr-animevideov3
+    (tmp_path / 'weights').mkdir()
+    torch.save({'params': net.state_dict()}, tmp_path / 'weights' / 'realesr-animevideov3.pth')
+    x = write_rgb(tmp_path / 'inputs' / 'frame.png', image(12, 16))
+    assert main(['-n', 'realesr-animevideov3']) == 0
+    assert 'SRVGGNetCompact x4 (-n realesr-animevideov3)' in capsys.readouterr().err
+    with torch.no_grad():
+        assert np.abs(read_rgb(tmp_path / 'results' / 'frame_out.png') - to_uint8(net(x))).max() <= 1
