@@ -1,4 +1,5 @@
-"""Tests of the inference CLI (kdsr_pdd.infer) and tiling (kdsr_pdd.tiling) with tiny random-weight nets."""
+"""Tests of the inference CLI (kdsr_pdd.commands.infer), tiling (kdsr_pdd.tiling) and the upscaler's tile rules
+(kdsr_pdd.upscaler) with tiny random-weight nets."""
 import json
 import os
 import subprocess
