@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kdsr_pdd.memory import release_free_memory
 from kdsr_pdd.networks import NetworkError, family_of
 from kdsr_pdd.tiling import measure_context, tile_count, tiled_map, tiled_spatial_mean
 
@@ -137,15 +138,27 @@ class Upscaler:
             pad, overlap, _ = self.context(tile)
             count = tile_count(*x.shape[-2:], tile)
             bar = _tile_bar(count) if self.progress and count > 1 else None
+
+            def tile_done():
+                self._release()
+                if bar is not None:
+                    bar.update()
+
             try:
                 sr = tiled_map(image_fn, x, self.scale, tile, pad, min(overlap, tile), self.device, self.dtype,
-                               bar.update if bar else None)
+                               tile_done)
             finally:
                 if bar:
                     bar.close()
         else:
             sr = image_fn(self.to_device(x)).float().cpu()
+        self._release()
         return sr[:, :, :self.scale * h, :self.scale * w]
+
+    def _release(self):
+        """Between passes on the CPU: free heap pages go back to the system (:mod:`kdsr_pdd.memory`)."""
+        if self.device.type == 'cpu':
+            release_free_memory()
 
     def to_device(self, x):
         return x.to(self.device, self.dtype)

@@ -301,7 +301,8 @@ def test_module_runs_as_subprocess(tmp_path):
 
 
 def test_glibc_is_told_to_reuse_freed_memory_unless_the_user_set_malloc(monkeypatch):
-    from kdsr_pdd.memory import reuse_freed_memory
+    from kdsr_pdd.memory import release_free_memory, reuse_freed_memory
     assert reuse_freed_memory() is sys.platform.startswith('linux')
+    release_free_memory()
     monkeypatch.setenv('MALLOC_ARENA_MAX', '2')
     assert reuse_freed_memory() is False
