@@ -2,18 +2,18 @@
 student upscales an image tile by tile with one IDR per image (see :mod:`kdsr_pdd.networks`)."""
 import re
 
-import torch
-
-from kdsr_arch.archs import KDSRStudent, KDSRTeacher
-from kdsr_pdd.networks import Family, NetworkInfo, register_family
+from kdsr_arch.archs import IDRDDC, KDSRStudent, KDSRTeacher
+from kdsr_pdd.networks import Family, NetworkInfo, conv_radius, register_family
 
 _SR_BLOCK = re.compile(r'^G\.body\.0\.body\.(\d+)\.conv1\.weight$')
 _ENCODER_RES = re.compile(r'^(?:E|E_st)\.E\.(\d+)\.body\.0\.weight$')
 
 
-def _conv_radius(module):
-    """Receptive-field radius (input pixels) of a stack of stride-1 convolutions."""
-    return sum((m.kernel_size[0] // 2) * m.dilation[0] for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+def generator_radius(generator):
+    """Upper bound of the receptive-field radius (LR pixels) of a KDSR generator: its convolutions plus the
+    IDR-based dynamic depthwise convolutions (functional, so not nn.Conv2d); the convolutions after the
+    upsampler are counted as if at the LR resolution."""
+    return conv_radius(generator) + sum(m.kernel_size // 2 for m in generator.modules() if isinstance(m, IDRDDC))
 
 
 class KDSRFamily(Family):
@@ -38,7 +38,8 @@ class KDSRFamily(Family):
                     n_encoder_res=sum(1 for k in state if _ENCODER_RES.match(k)), scale=scale)
 
     def info(self, net):
-        return NetworkInfo(type(net).__name__, net.scale, needs_hr=isinstance(net, KDSRTeacher))
+        return NetworkInfo(type(net).__name__, net.scale, needs_hr=isinstance(net, KDSRTeacher),
+                           context=generator_radius(net.G))
 
     def advice(self, network_opt):
         if network_opt['type'] == 'KDSRTeacher':
@@ -54,7 +55,7 @@ class KDSRFamily(Family):
         encoder = net.E_st
         if tiler.tile:
             trunk = encoder.E[:-1]  # the convolutions before the global average pool
-            pooled = tiler.spatial_mean(trunk, lq, _conv_radius(trunk))
+            pooled = tiler.spatial_mean(trunk, lq, conv_radius(trunk))
             z = encoder.compress(encoder.mlp(tiler.to_device(pooled)))
         else:
             z = encoder(tiler.to_device(lq))[0]

@@ -1,10 +1,12 @@
 """Reading and writing network checkpoints.
 
 Reading accepts the containers users already have: BasicSR / Real-ESRGAN files
-(``{'params_ema': ..., 'params': ...}``) and raw state dicts (KDSR classic releases, BSRGAN). Files are
-read with ``weights_only=True``; a leading ``module.`` (DDP/DP) is stripped and ESRGAN/BSRGAN layer names
-(``RRDB_trunk.*``, ``trunk_conv``, ``upconv*``, ``HRconv``) become BasicSR RRDBNet names. Loading is strict by
-default, a mismatch names the missing and unexpected keys, and weights that are not finite are refused.
+(``{'params_ema': ..., 'params': ...}``), the other wrappers spandrel unwraps (``state_dict``,
+``model_state_dict``, ``model``, ``net``, ``params-ema``), raw state dicts (KDSR classic releases, BSRGAN)
+and ``.safetensors`` files. Files are read with ``weights_only=True``; a leading ``module.`` (DDP/DP) is
+stripped and ESRGAN/BSRGAN layer names (``RRDB_trunk.*``, ``trunk_conv``, ``upconv*``, ``HRconv``) become
+BasicSR RRDBNet names. Loading is strict by default, a mismatch names the missing and unexpected keys,
+and weights that are not finite are refused.
 
 Writing goes to a temporary file in the target folder that is renamed into place, so an interrupted or
 failed save (a full disk) leaves the previous file untouched; networks with non-finite values are never
@@ -22,6 +24,7 @@ import zipfile
 import torch
 
 DEFAULT_KEY_ORDER = ('params_ema', 'params')
+OTHER_CONTAINER_KEYS = ('state_dict', 'model_state_dict', 'params-ema', 'model', 'net')  # as spandrel unwraps
 
 # BSRGAN (and the original ESRGAN) name RRDBNet's layers differently; the maths is BasicSR's RRDBNet.
 _ESRGAN_TO_BASICSR = ((re.compile(r'^RRDB_trunk\.(\d+)\.RDB(\d)\.'), r'body.\1.rdb\2.'),
@@ -47,6 +50,8 @@ def _torch_load(path):
         raise FileNotFoundError(f'checkpoint {path!r} does not exist.')
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path}: the file is empty (an interrupted copy or download?).')
+    if path.lower().endswith('.safetensors'):
+        return _safetensors_load(path)
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError:
@@ -63,6 +68,16 @@ def error_reason(err):
     return text.splitlines()[0][:120] if text else type(err).__name__
 
 
+def _safetensors_load(path):
+    """The tensors of a ``.safetensors`` file (no code is run); one-line CheckpointError when unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device='cpu')
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f'{path}: cannot be read as a safetensors file ({str(err)[:120]}).') from None
+
+
 def _is_state_dict(obj):
     return isinstance(obj, dict) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
 
@@ -72,7 +87,8 @@ def read_state_dict(path, param_key=None):
 
     ``param_key`` first; when it is absent, ``params_ema`` falls back to ``params`` and back (as BasicSR
     does), any other key is an error naming the keys present. Without ``param_key``: ``params_ema``, then
-    ``params``. A file of tensors is taken as a raw state dict (``key_used`` is None).
+    ``params``, then the other wrappers (:data:`OTHER_CONTAINER_KEYS`). A file of tensors is taken as a raw
+    state dict (``key_used`` is None).
     """
     checkpoint = _torch_load(path)
     if _is_state_dict(checkpoint):
@@ -82,11 +98,12 @@ def read_state_dict(path, param_key=None):
         if param_key and param_key not in nested and param_key not in DEFAULT_KEY_ORDER:
             raise CheckpointError(f'{path}: no state dict under the key {param_key!r} '
                                   f'(it has {few_names(sorted(map(str, checkpoint)))}).')
-        order = ((param_key, ) if param_key else ()) + DEFAULT_KEY_ORDER
+        order = ((param_key, ) if param_key else ()) + DEFAULT_KEY_ORDER + OTHER_CONTAINER_KEYS
         used = next((k for k in order if k in nested), None)
         if used is None:
-            raise CheckpointError(f'{path}: holds no network weights (no params_ema / params state dict; '
-                                  f'keys: {few_names(sorted(map(str, checkpoint)))}).')
+            raise CheckpointError(f'{path}: holds no network weights (no params_ema / params / state_dict state '
+                                  f'dict; keys: {few_names(sorted(map(str, checkpoint)))}; --param-key KEY '
+                                  'chooses one).')
         state = checkpoint[used]
     else:
         raise CheckpointError(f'{path}: expected a state dict or a dict of state dicts, '

@@ -231,6 +231,8 @@ class Arch(Component):
             with torch.device('meta'):
                 target(**self.kwargs)
         except (ValueError, TypeError, AssertionError, RuntimeError, NotImplementedError) as err:
+            if 'meta' in str(err):  # the constructor reads tensor values (SwinIR's drop-path rates): not checkable here
+                return
             raise ValueError(f'{self.type} cannot be built with these arguments: {err}') from None
 
 

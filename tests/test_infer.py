@@ -1,4 +1,5 @@
-"""Tests of the inference CLI (kdsr_pdd.infer) and tiling (kdsr_pdd.tiling) with tiny random-weight nets."""
+"""Tests of the inference CLI (kdsr_pdd.commands.infer), tiling (kdsr_pdd.tiling) and the upscaler's tile rules
+(kdsr_pdd.upscaler) with tiny random-weight nets."""
 import json
 import os
 import subprocess
@@ -8,13 +9,27 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from basicsr.archs.rrdbnet_arch import RRDBNet
+from infer_helpers import (
+    KDSR_FLAGS,
+    KDSR_PAD,
+    RRDB_PAD,
+    TINY_KDSR,
+    TINY_RRDB,
+    image,
+    kdsr,
+    kdsr_checkpoint,
+    read_rgb,
+    rrdb,
+    to_uint8,
+    write_rgb,
+)
 
 import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
-from kdsr_arch.archs import KDSRStudent, KDSRTeacher
+from kdsr_arch.archs import KDSRTeacher
 from kdsr_pdd.commands.infer import main
-from kdsr_pdd.networks import family_of
-from kdsr_pdd.tiling import tile_boxes, tiled_map, tiled_spatial_mean
+from kdsr_pdd.networks import NetworkInfo, family_of
+from kdsr_pdd.tiling import _blend_weights, measure_context, tile_spans, tiled_map, tiled_spatial_mean
+from kdsr_pdd.upscaler import AUTO_TILE
 from kdsr_pdd.upscaler import Upscaler as _Upscaler
 
 
@@ -23,76 +38,17 @@ def Upscaler(net, scale, **kwargs):  # noqa: N802  (the upscaler of a built netw
     assert info.scale == scale
     return _Upscaler(net, info, **kwargs)
 
-TINY_RRDB = dict(num_feat=8, num_block=1, num_grow_ch=4)
-TINY_KDSR = dict(n_feats=8, n_blocks=2, n_encoder_res=1, scale=4)
-# Receptive-field radii in LR pixels: tiny RRDBNet 17 LR convs + 4 convs at x2/x4 (< 19); tiny KDSR G < 8.
-RRDB_PAD, KDSR_PAD = 20, 8
-
-
-def rrdb(scale=4, bias=0.5, seed=0):
-    """Tiny RRDBNet whose output sits around ``bias`` (random init alone gives values near 0)."""
-    torch.manual_seed(seed)
-    net = RRDBNet(3, 3, scale=scale, **TINY_RRDB).eval()
-    with torch.no_grad():
-        net.conv_last.bias.fill_(bias)
-        net.conv_last.weight.mul_(20)
-    return net
-
-
-def kdsr(seed=0):
-    """Tiny KDSR student; the encoder and the IDR-to-kernel MLPs are scaled up so that the IDR visibly
-    matters (at random init a different IDR changes the output by only ~1e-6)."""
-    torch.manual_seed(seed)
-    net = KDSRStudent(**TINY_KDSR).eval()
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.startswith('E_st.') or '.kernel.' in name:
-                param.mul_(2)
-    return net
-
-
-def kdsr_checkpoint(path, seed=0):
-    net = kdsr(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'params': net.state_dict()}, path)
-    return net
-
-
-def image(h, w, seed=0, low=0.0, high=1.0):
-    """Smooth-ish random RGB image [1,3,h,w] in [low, high]."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.nn.functional.interpolate(torch.rand(1, 3, h // 4 + 1, w // 4 + 1, generator=g), size=(h, w),
-                                        mode='bilinear', align_corners=False)
-    return low + (high - low) * (x + 0.1 * torch.rand(1, 3, h, w, generator=g)) / 1.1
-
-
-def write_rgb(path, x):
-    """Write [1,3,h,w] in [0,1] as an 8-bit PNG; return the float image that was actually stored."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.rint(x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-    assert cv2.imwrite(str(path), arr[:, :, ::-1])
-    return torch.from_numpy(arr.astype(np.float32) / 255).permute(2, 0, 1)[None]
-
-
-def read_rgb(path):
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return arr[:, :, ::-1].astype(np.int32)
-
-
-def to_uint8(sr):
-    return np.rint(sr[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.int32)
-
-
-KDSR_FLAGS = ['--arch', 'KDSRStudent', '--arch-args', json.dumps(TINY_KDSR)]
-
 
 # ------------------------------------------------------------------------------------------ tiling
-def test_tile_boxes_cover_every_pixel_once():
-    h, w, tile, pad = 23, 30, 8, 3
-    count = np.zeros((h, w), int)
-    for (t, b, left, r), (ct, cb, cl, cr) in tile_boxes(h, w, tile, pad):
-        count[t:b, left:r] += 1
-        assert (ct, cl) == (max(t - pad, 0), max(left - pad, 0)) and (cb, cr) == (min(b + pad, h), min(r + pad, w))
+@pytest.mark.parametrize('overlap', [0, 4])
+def test_tile_spans_cover_every_pixel_once(overlap):
+    length, tile, pad = 30, 8, 3
+    count = np.zeros(length, int)
+    for span in tile_spans(length, tile, pad, overlap):
+        (start, end), (low, high), (ct, cb) = span
+        count[start:end] += 1
+        assert (low, high) == (max(start - overlap // 2, 0), min(end + overlap // 2, length))
+        assert (ct, cb) == (max(low - pad, 0), min(high + pad, length))
     assert (count == 1).all()
 
 
@@ -120,6 +76,51 @@ def test_tiled_rrdbnet_matches_whole_image(scale, size):
     assert (seams - whole).abs().max() > 1e-4  # too little context does change the result
 
 
+@pytest.mark.parametrize('scale,size', [(4, (37, 45)), (2, (31, 27))])
+def test_derived_context_of_rrdbnet_is_exact(scale, size):
+    """Without --tile_pad the counted receptive field (21 LR pixels at x4, 42 at x2) is the context."""
+    net, x = rrdb(scale), image(*size)
+    upscaler = Upscaler(net, scale, tile=12)
+    assert upscaler.context(12) == ((21 if scale == 4 else 42), 0, None)
+    assert (upscaler(x) - Upscaler(net, scale)(x)).abs().max() < 1e-5
+
+
+def test_blend_weights_sum_to_one_and_blended_tiles_are_exact():
+    torch.manual_seed(0)
+    convs = torch.nn.Sequential(*(torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(4)), torch.nn.PixelShuffle(1))
+    x = torch.rand(1, 3, 29, 34)
+    total = torch.zeros(2 * 29, 2 * 34)
+    for row, wy in zip(tile_spans(29, 8, 0, 4), _blend_weights(tile_spans(29, 8, 0, 4), 29, 2)):
+        for col, wx in zip(tile_spans(34, 8, 0, 4), _blend_weights(tile_spans(34, 8, 0, 4), 34, 2)):
+            total[2 * row.kept[0]:2 * row.kept[1], 2 * col.kept[0]:2 * col.kept[1]] += wy[:, None] * wx[None]
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+    with torch.no_grad():
+        whole = convs(x)
+        assert (tiled_map(convs, x, 1, tile=8, pad=4, overlap=4) - whole).abs().max() < 1e-6
+        assert (tiled_map(convs, x, 1, tile=8, pad=1, overlap=4) - whole).abs().max() > 1e-4
+
+
+def test_measured_context_finds_the_reach_of_a_conv_stack():
+    """A network whose radius the family cannot count is measured with the probe: 5 convs reach 5 pixels."""
+    torch.manual_seed(0)
+    convs = torch.nn.Sequential(*(torch.nn.Conv2d(3, 3, 3, padding=1) for _ in range(5))).eval()
+    pad, overlap, error = measure_context(lambda probe: convs, 3, 1, reach=16, tile=8, tolerance=1e-6)
+    assert pad <= 5 and overlap == 0 and error < 1e-6
+    info = NetworkInfo('Sequential', 1)
+    upscaler = _Upscaler(convs, info, tile=8)
+    x = image(30, 26)
+    assert upscaler.context(8)[0] <= 5 and (upscaler(x) - _Upscaler(convs, info)(x)).abs().max() < 1e-6
+
+
+def test_automatic_tiles_above_the_measured_size():
+    info = family_of('RRDBNet').info(rrdb())
+    upscaler = _Upscaler(rrdb(), info, tile=None)
+    assert upscaler.tile_for(700, 700) == 0 and upscaler.tile_for(720, 720) == AUTO_TILE
+    assert _Upscaler(rrdb(), info, tile=0).tile_for(2000, 2000) == 0
+    discouraged = _Upscaler(rrdb(), NetworkInfo('SwinIR', 4, tiling='discouraged'), tile=None)
+    assert discouraged.tile_for(2000, 2000) == 0
+
+
 def test_tiled_kdsr_student_uses_whole_image_idr():
     net, x = kdsr(), image(36, 44)
     with torch.no_grad():
@@ -131,13 +132,17 @@ def test_tiled_kdsr_student_uses_whole_image_idr():
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def test_cli_tiled_equals_untiled_and_matches_network(tmp_path):
+def test_cli_tiled_equals_untiled_and_matches_network(tmp_path, capsys):
     net = kdsr_checkpoint(tmp_path / 'student.pth')
     x = write_rgb(tmp_path / 'in' / 'img.png', image(40, 33, low=0.2, high=0.8))
     common = [str(tmp_path / 'in'), '-m', str(tmp_path / 'student.pth'), *KDSR_FLAGS]
     assert main([*common, '-o', str(tmp_path / 'whole')]) == 0
     assert main([*common, '-o', str(tmp_path / 'tiled'), '--tile', '10', '--tile-pad', str(KDSR_PAD)]) == 0
+    assert main([*common, '-o', str(tmp_path / 'derived'), '--tile', '10']) == 0
+    err = capsys.readouterr().err
+    assert 'tile pad 9 (the receptive field: tiles are exact)' in err and 'tiles:   0%|' in err and '/16 [' in err
     whole, tiled = read_rgb(tmp_path / 'whole' / 'img_out.png'), read_rgb(tmp_path / 'tiled' / 'img_out.png')
+    assert np.abs(read_rgb(tmp_path / 'derived' / 'img_out.png') - whole).max() <= 1
     with torch.no_grad():
         expected = to_uint8(net(x))
     assert whole.shape == (160, 132, 3)
@@ -213,11 +218,11 @@ def test_folder_recursive_and_skip_existing(tmp_path, capsys):
     (src / 'notes.txt').write_text('not an image')
     base = [str(src), '-o', str(out), '-m', str(tmp_path / 'w.pth'), *KDSR_FLAGS]
     assert main(base) == 0
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.png')) == ['a_out.png']
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.*')) == ['a_out.png']
     assert main([*base, '--recursive']) == 0
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.png')) == ['a_out.png', 'sub/b_out.png']
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.*')) == ['a_out.png', 'sub/b_out.jpg']
     marker = np.zeros((4, 4, 3), np.uint8)
-    for name in ('a_out.png', 'sub/b_out.png'):
+    for name in ('a_out.png', 'sub/b_out.jpg'):
         cv2.imwrite(str(out / name), marker)
     capsys.readouterr()
     assert main([*base, '-r', '--skip-existing']) == 0
@@ -238,7 +243,8 @@ def test_gray_rgba_and_16bit_outputs(tmp_path):
     cv2.imwrite(str(src / 'rgba.png'), np.dstack([rgb8, alpha]))
     rgb16 = np.rint(image(24, 28, seed=5)[0].permute(1, 2, 0).numpy() * 65535).astype(np.uint16)
     cv2.imwrite(str(src / 'deep.png'), rgb16)
-    assert main([str(src), '-o', str(out), '-m', str(tmp_path / 'w.pth'), *KDSR_FLAGS]) == 0
+    assert main([str(src), '-o', str(out), '-m', str(tmp_path / 'w.pth'), *KDSR_FLAGS,
+                 '--alpha_upsampler', 'bicubic']) == 0
     gray = cv2.imread(str(out / 'gray_out.png'), cv2.IMREAD_UNCHANGED)
     assert gray.shape == (96, 112) and gray.dtype == np.uint8
     rgba = cv2.imread(str(out / 'rgba_out.png'), cv2.IMREAD_UNCHANGED)
@@ -256,11 +262,12 @@ def test_corrupt_file_is_reported_and_skipped(tmp_path, capsys):
     write_rgb(src / 'good.png', image(24, 24))
     (src / 'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + os.urandom(64))
     base = ['-o', str(out), '-m', str(tmp_path / 'w.pth'), *KDSR_FLAGS]
-    assert main([str(src), *base]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if 'skipped' in line]
+    assert main([str(src), *base]) == 1  # any failure fails the run
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if 'skipped' in line]
     assert len(lines) == 1 and 'bad.png' in lines[0]
+    assert captured.out.strip().splitlines()[-1].startswith('wrote 1, skipped 0 existing, failed 1')
     assert (out / 'good_out.png').is_file() and not (out / 'bad_out.png').exists()
-    assert main([str(src / 'bad.png'), *base]) == 1  # nothing succeeded
 
 
 def test_color_correction_matches_input_statistics(tmp_path):
@@ -291,3 +298,11 @@ def test_module_runs_as_subprocess(tmp_path):
     assert result.returncode == 0, result.stderr
     assert 'wrote 1' in result.stdout
     assert cv2.imread(str(tmp_path / 'out' / 'f_out.png')).shape == (96, 96, 3)
+
+
+def test_glibc_is_told_to_reuse_freed_memory_unless_the_user_set_malloc(monkeypatch):
+    from kdsr_pdd.memory import release_free_memory, reuse_freed_memory
+    assert reuse_freed_memory() is sys.platform.startswith('linux')
+    release_free_memory()
+    monkeypatch.setenv('MALLOC_ARENA_MAX', '2')
+    assert reuse_freed_memory() is False

@@ -55,18 +55,22 @@ def parse_size(text):
     return int(match.group(1)), int(match.group(2))
 
 
-def resolve_device(text):
-    """``--device`` value -> torch.device: ``auto`` is CUDA when available, else CPU; ValueError (one line) when it
-    is not a device here."""
+def resolve_device(text, flag='--device'):
+    """``--device`` value -> torch.device: ``auto`` is CUDA when available, else CPU; ValueError (one line, naming
+    ``flag``) when it is not a usable device here."""
     import torch
 
     name = ('cuda' if torch.cuda.is_available() else 'cpu') if text == 'auto' else text
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f'--device {text}: not a torch device (cpu, cuda, cuda:0, auto)') from None
+        raise ValueError(f'{flag} {text}: not a torch device (cpu, cuda, cuda:0, auto)') from None
+    if device.type not in ('cpu', 'cuda'):
+        raise ValueError(f'{flag} {text}: only cpu and cuda devices are supported')
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f'--device {text}: CUDA is not available here; use --device cpu')
+        raise ValueError(f'{flag} {text}: CUDA is not available here; use --device cpu')
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f'{flag} {text}: there are {torch.cuda.device_count()} CUDA devices')
     return device
 
 
