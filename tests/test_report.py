@@ -139,7 +139,7 @@ def test_cpu_peak_memory_counts_an_allocation(allocate):
     pins = []
     # later measurements must hide neither behind the earlier high-water mark nor in freed pages malloc kept
     for mib in (32, 16, 16):
-        with report._CPUPeakMemory() as memory:
+        with report.CPUPeakMemory() as memory:
             blocks = allocate(mib, pins)
             del blocks
         assert (mib - 2) * 2**20 <= memory.peak < (mib + 8) * 2**20  # kernel RSS counters lag by a few pages

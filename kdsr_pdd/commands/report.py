@@ -164,7 +164,7 @@ def _release_freed_memory():
         pass
 
 
-class _CPUPeakMemory:
+class CPUPeakMemory:
     """Peak resident memory above the level at entry, in bytes (None where /proc cannot be used).
 
     Memory freed earlier (e.g. by a previous network) is released first; otherwise the allocator would
@@ -187,7 +187,7 @@ class _CPUPeakMemory:
             self.peak = (_proc_status_kib('VmHWM') - self.start) * 1024
 
 
-class _CUDAPeakMemory:
+class CUDAPeakMemory:
     """Peak CUDA memory allocated above the level at entry, in bytes."""
 
     def __init__(self, device):
@@ -209,7 +209,7 @@ def measure_latency(network_opt, lr_size, device, repeats=5, warmup=1):
     device = torch.device(device)
     cuda = device.type == 'cuda'
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    with (_CUDAPeakMemory(device) if cuda else _CPUPeakMemory()) as memory:
+    with (CUDAPeakMemory(device) if cuda else CPUPeakMemory()) as memory:
         net = build_network(network_opt, device)
         inputs = example_inputs(net, network_opt, lr_size, device)
         times = []
