@@ -320,9 +320,9 @@ def paper_networks(device, lr_size, repeats=3):
         meta = build_network(network_opt, 'meta')
         macs[label] = count_macs(meta, example_inputs(meta, network_opt, lr_size, 'meta'))
         params = count_parameters(meta)[0]
-        seconds, peak = measure_latency(network_opt, lr_size, device, repeats=repeats, warmup=1)
+        latency, peak = measure_latency(network_opt, lr_size, device, repeats=repeats, warmup=1)
         rows.append(Row(label, OK, {'params (M)': f'{params / 1e6:.3f}', 'GMACs': f'{macs[label] / 1e9:.1f}',
-                                    'latency (ms)': f'{seconds * 1e3:.1f}',
+                                    'latency (ms)': f'{latency.wall_s * 1e3:.1f}',
                                     'peak memory (MiB)': '—' if peak is None else f'{peak / 2 ** 20:.0f}',
                                     'KDSR paper': paper}))
     ratio = macs['KDSR_S-GAN'] / macs['Real-ESRGAN x4plus (RRDBNet)']
