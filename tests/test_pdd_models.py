@@ -177,11 +177,11 @@ def test_naive_distillation_baseline(make_model):
     with torch.no_grad():
         expected = torch.nn.functional.l1_loss(model.net_g(data['lq_real']), model.net_ref(data['lq_real']))
     sizes = []
-    model.vgg.register_forward_hook(lambda module, inputs, output: sizes.append(inputs[0].shape[0]))
+    model.vgg.vgg_net[0].register_forward_pre_hook(lambda module, inputs: sizes.append(inputs[0].shape[0]))
     model.feed_data(data)
     model.optimize_parameters(1)
     assert model.log_dict['l_naive'] == pytest.approx(expected.item(), rel=1e-4)
-    assert 'l_inter' not in model.log_dict and sizes == [B, B]  # S_syn and GT (for the perceptual loss only)
+    assert 'l_inter' not in model.log_dict and sizes == [B, B]  # GT and S_syn (for the perceptual loss only)
 
 
 def test_ema_reference_starts_equal_and_follows_ema_rule(make_model, generalist):
@@ -255,18 +255,21 @@ def test_discriminator_trained_only_on_gt_and_synthetic_predictions(make_model, 
 
 
 def test_vgg_runs_twice_per_generator_step_with_and_without_autograd(make_model, monkeypatch):
-    calls = []  # every VGG feature extractor in the process, not only model.vgg: (batch, autograd on)
+    other = []  # no other VGG feature extractor in the process runs
     forward = VGGFeatureExtractor.forward
-    monkeypatch.setattr(VGGFeatureExtractor, 'forward',
-                        lambda self, x: calls.append((x.shape[0], torch.is_grad_enabled())) or forward(self, x))
+    monkeypatch.setattr(VGGFeatureExtractor, 'forward', lambda self, x: other.append(x.shape[0]) or forward(self, x))
     model = make_model('ema', net_d_init_iters=1, distill_warmup_iters=1)
-    # iter 1: D-only warm-up; 2: supervised only (S_syn | GT); 3+: S_syn, S_real | G_syn, G_real, GT
-    for it, expected in ((1, []), (2, [(B, True), (B, False)]), (3, [(2 * B, True), (3 * B, False)]),
-                         (4, [(2 * B, True), (3 * B, False)])):
+    calls = []  # passes through model.vgg's layers: (batch, autograd on)
+    model.vgg.vgg_net[0].register_forward_pre_hook(
+        lambda module, inputs: calls.append((inputs[0].shape[0], torch.is_grad_enabled())))
+    # iter 1: D-only warm-up; 2: supervised only (GT | S_syn); 3+: G_syn, G_real, GT | S_syn, S_real
+    for it, expected in ((1, []), (2, [(B, False), (B, True)]), (3, [(3 * B, False), (2 * B, True)]),
+                         (4, [(3 * B, False), (2 * B, True)])):
         calls.clear()
         model.feed_data(batch(it))
         model.optimize_parameters(it)
         assert calls == expected, it
+    assert other == []
     assert set(model.vgg.layer_name_list) == {'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1', 'conv3_4', 'conv4_1',
                                               'conv4_4', 'conv5_1', 'conv5_4'}
 
