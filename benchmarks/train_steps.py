@@ -223,6 +223,9 @@ def build_kdsr(size, tmp, vgg_file):
                 model.optimizers + [authors.optimizer])
 
 
+BUILDERS = {'pdd': build_pdd, 'kdsr': build_kdsr}
+
+
 # ---------------------------------------------------------------------------------------------- equality
 def _relative_error(a, b):
     scale = b.abs().max().item()
@@ -384,6 +387,8 @@ def parse_args(argv=None):
     parser.add_argument('--quick', action='store_true', help='tiny networks, 2 steps: a smoke run')
     parser.add_argument('--steps', type=int, help='paired steps per method (default 6; --quick 2)')
     parser.add_argument('--methods', nargs='+', choices=('pdd', 'kdsr'), default=['pdd', 'kdsr'])
+    parser.add_argument('--vgg19', help='VGG19 weights file (torchvision state dict, or its features.* entries); '
+                        'default: random weights (the timings do not depend on the values)')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -396,10 +401,9 @@ def main(argv=None):
     torch.set_num_threads(1)
     size = SIZES['quick' if args.quick else 'full']
     progress = (lambda it, **kw: it) if args.no_progress else (lambda it, **kw: tqdm(it, leave=False, **kw))
-    builders = {'pdd': build_pdd, 'kdsr': build_kdsr}
     with tempfile.TemporaryDirectory() as tmp:
-        vgg_file = random_vgg19_features_file(os.path.join(tmp, 'vgg19.pth'))
-        pairs = [builders[method](size[method], tmp, vgg_file) for method in args.methods]
+        vgg_file = args.vgg19 or random_vgg19_features_file(os.path.join(tmp, 'vgg19.pth'))
+        pairs = [BUILDERS[method](size[method], tmp, vgg_file) for method in args.methods]
         lines = header(args, pairs)
         lines += ['', 'Equal outputs (one step of each from the same weights on the same small batch, in float64):']
         all_ok = True

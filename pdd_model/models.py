@@ -104,9 +104,9 @@ class PDDTrainingMixin:
 
     Batches: training ``{'gt': [B,3,H,W], 'lq': [B,3,H/s,W/s], 'lq_real': [B',3,H/s,W/s]}``;
     validation / test ``{'lq', 'gt'}`` (plain paired data). Each generator step runs the student once on
-    ``cat[lq, lq_real]`` and the reference once (no grad) on the same batch, and VGG19 twice: with autograd on
-    the stack ``[S_syn, S_real]``, without on ``[G_syn, G_real, GT]``; the features feed the perceptual and both
-    distance losses.
+    ``cat[lq, lq_real]`` and the reference once (no grad) on the same batch, and VGG19 twice: without autograd on
+    the stack ``[G_syn, G_real, GT]``, with autograd on ``[S_syn, S_real]``; the features feed the perceptual and
+    both distance losses (:meth:`_generator_losses` says how the step keeps its memory low).
 
     Reference (``train.reference``): ``ema`` -- ``net_g_ema`` (``train.ema_decay``, paper 0.999), which starts
     equal to the student; ``static`` -- a frozen ``network_reference`` loaded from

@@ -4,6 +4,7 @@ checkpoint formats, validation, and end-to-end BasicSR training (single process,
 Tiny sizes throughout: RRDBNet(num_feat 8, num_block 1, num_grow_ch 4), U-Net D num_feat 8, 32-px HR
 crops at x4 (LR 8 px), random-weight VGG19.
 """
+import contextlib
 import copy
 import glob
 import os
@@ -24,7 +25,7 @@ import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_pdd.checkpoints import CheckpointError
 from kdsr_pdd.weights import random_vgg19_features_file
 from pdd_model.color import color_correct
-from pdd_model.models import PDDModel
+from pdd_model.models import ConcatsRebuiltInBackward, PDDModel
 
 NET_G = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4,
          'scale': 4}
@@ -272,6 +273,48 @@ def test_vgg_runs_twice_per_generator_step_with_and_without_autograd(make_model,
     assert other == []
     assert set(model.vgg.layer_name_list) == {'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1', 'conv3_4', 'conv4_1',
                                               'conv4_4', 'conv5_1', 'conv5_4'}
+
+
+def test_concats_rebuilt_in_backward_give_the_same_gradients():
+    """RRDBNet's dense-block concatenations are saved as their inputs and rebuilt: bit-identical gradients;
+    views are saved as usual; an input modified in place before the backward raises, as autograd would."""
+    torch.manual_seed(0)
+    net, x = build_network(NET_G), torch.rand(2, 3, 8, 8)
+    grads, rebuilt = [], []
+    pack = ConcatsRebuiltInBackward._pack
+    for wrapped in (False, True):
+        net.zero_grad()
+        with ConcatsRebuiltInBackward() if wrapped else contextlib.nullcontext():
+            out = net(x)
+        out.square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+    def counting_pack(self, tensor):
+        packed = pack(self, tensor)
+        rebuilt.append(packed is not tensor)
+        return packed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ConcatsRebuiltInBackward, '_pack', counting_pack)
+        with ConcatsRebuiltInBackward():
+            net(x)
+    assert sum(rebuilt) == 3 * 4 * NET_G['num_block']  # 4 concatenations in each of the 3 RDBs of a block
+
+    a, w = torch.rand(2, 3, requires_grad=True), torch.rand(4, 3, requires_grad=True)
+    with ConcatsRebuiltInBackward():
+        views = torch.cat([a[:1] * 1, a[1:] * 1])  # inputs are not views: rebuilt
+        base = a * 2
+        sliced = torch.cat([base[:1], base[1:]])  # inputs are views of base: saved as usual
+        y = (views * w[:2]).sum() + (sliced * w[2:]).sum()
+    y.backward()
+    assert torch.allclose(a.grad, w[:2] + 2 * w[2:])
+    with ConcatsRebuiltInBackward():
+        h = a * 1
+        loss = (torch.cat([h, a * 3]) * w).sum()
+    h.add_(1)
+    with pytest.raises(RuntimeError, match='modified in place'):
+        loss.backward()
 
 
 def test_loads_realesrgan_and_raw_checkpoints_strictly(make_model, generalist, tmp_path):
