@@ -2,23 +2,31 @@
 
 For each method (PDD EMA configuration, KDSR classic student) the script
 
-1. builds our registered model (``PDDModel`` / ``KDSRStudentModel``) from a shipped option file with the
-   networks shrunk to the sizes printed in the header (random weights; random VGG19 weights), and the
+1. builds our registered model (``PDDModel`` / ``KDSRStudentModel``) from a shipped option file at the
+   sizes printed in the header (random weights; random VGG19 weights unless ``--vgg19``), and the
    authors' step reconstructed in ``benchmarks/authors_steps.py`` on deep copies of the same networks;
-2. feeds both the same batch and checks that they compute the same thing: every logged loss, and the
-   gradients of every generator (and discriminator) parameter, within the stated tolerances. If they
+2. checks that both compute the same thing, in float64 on a small batch: every logged loss, and the
+   gradient of every generator (and discriminator) parameter, within the stated tolerances. If they
    differ it prints what differs and exits with status 1 without timing anything;
-3. times ``--steps`` paired steps of each, alternating which one goes first, at one thread, after the
-   checked step (a warm-up): process CPU time, wall time and the peak step memory, i.e. the resident
-   set high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) above the resident size
-   at the step's start, after freed memory was handed back to the system;
+3. back in float32 (optimizer states restarted), one warm-up step each, then ``--steps`` paired steps
+   of each on the same batches, alternating which goes first: process CPU time, wall time, and the
+   peak step memory twice: the resident set high-water mark (``VmHWM``, reset through
+   ``/proc/self/clear_refs``) above the resident size at the step's start, after freed memory was
+   handed back to the system; and the peak of the tensor memory allocated during one more (profiled,
+   untimed) step, from the allocator totals that torch.profiler records;
 4. prints a table of medians and the ours / authors ratios (median of the per-pair ratios).
 
 A PDD step is the full objective (past the D-only and supervised warm-ups: distillation, wavelet L1,
 perceptual, GAN, D update, EMA update); the reference is the EMA, perturbed once at the start so that
 student and reference differ (at an exact copy the distance terms have zero gradient). A KDSR step is
-L1 + IDR distillation with the frozen teacher. ``--quick`` uses tiny networks and 2 steps (a smoke
-run: its ratios say little).
+L1 + IDR distillation with the frozen teacher.
+
+Sizes: the networks of the option files at full width and depth (PDD: RRDBNet 64/23/32, U-Net D 64,
+VGG19; KDSR-M: 64/53/9) on smaller batches and crops than the files' (PDD 8 + 8 LR 48x48, KDSR 16 LR
+64x64), so that a step takes seconds at one thread while every part keeps its share of the work and of
+the activation memory (fixed costs such as Adam's update weigh somewhat more than at the files'
+sizes). ``--quick`` uses tiny networks and 2 steps: a smoke run whose ratios say little (weight-sized
+buffers dominate its memory).
 
 The thread count is forced to 1 (``OMP_NUM_THREADS=1`` before torch is imported and
 ``torch.set_num_threads(1)``). Quote the ratios, not single absolute times: they pair runs taken
@@ -68,10 +76,9 @@ from kdsr_pdd.weights import random_vgg19_features_file  # noqa: E402
 PDD_OPTIONS = os.path.join(REPO, 'options', 'train', 'pdd', 'PDD_EMA_RealESRGAN_x4_RealSR_Canon.yml')
 KDSR_OPTIONS = os.path.join(REPO, 'options', 'train', 'kdsr', 'train_kdsrM_iso_x4_student.yml')
 
-# Network and batch sizes. Full size (the option files): PDD RRDBNet 64/23/32, U-Net D 64, 8+8 LR 48x48;
-# KDSR-M 64/53/9, batch 16, LR 64x64.
+# Network and batch sizes (see the module docstring).
 SIZES = {
-    'full': {
+    'default': {
         'pdd': dict(num_feat=64, num_block=23, num_grow_ch=32, d_feat=64, batch=2, gt_size=64),
         'kdsr': dict(n_feats=64, n_blocks=53, n_encoder_res=9, batch=4, lq_size=24),
     },
@@ -399,7 +406,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(1)
-    size = SIZES['quick' if args.quick else 'full']
+    size = SIZES['quick' if args.quick else 'default']
     progress = (lambda it, **kw: it) if args.no_progress else (lambda it, **kw: tqdm(it, leave=False, **kw))
     with tempfile.TemporaryDirectory() as tmp:
         vgg_file = args.vgg19 or random_vgg19_features_file(os.path.join(tmp, 'vgg19.pth'))
