@@ -354,17 +354,20 @@ def _median(values):
 
 def table_rows(pair, samples):
     """Markdown rows: ours, authors, ours / authors (medians; the ratio is the median of per-pair ratios)."""
+    def cell(value, digits, scale=1):
+        return '—' if math.isnan(value) else f'{value / scale:.{digits}f}'
+
     rows = []
     for variant in ('ours', 'authors'):
         cpu, wall, mem, tensors = zip(*samples[variant])
-        rows.append(f'| {pair.name} | {variant} | {_median(cpu):.3f} | {_median(wall):.3f} | '
-                    f'{_median(mem) / 2**20:.1f} | {_median(tensors) / 2**20:.1f} |')
+        rows.append(f'| {pair.name} | {variant} | {cell(_median(cpu), 3)} | {cell(_median(wall), 3)} | '
+                    f'{cell(_median(mem), 1, 2**20)} | {cell(_median(tensors), 1, 2**20)} |')
     ratios = []
     for i in range(4):
         pairs = [(o[i], a[i]) for o, a in zip(samples['ours'], samples['authors'])
                  if o[i] is not None and a[i] is not None and a[i] > 0]
         ratios.append(_median([o / a for o, a in pairs]) if pairs else math.nan)
-    rows.append(f'| {pair.name} | **ours / authors** | ' + ' | '.join(f'**{r:.2f}**' for r in ratios) + ' |')
+    rows.append(f'| {pair.name} | **ours / authors** | ' + ' | '.join(f'**{cell(r, 2)}**' for r in ratios) + ' |')
     return rows, ratios
 
 
