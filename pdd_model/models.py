@@ -34,8 +34,10 @@ class ConcatsRebuiltInBackward:
     concatenations were copies: they are about half of an RRDBNet's activation memory. The rebuilt
     tensor is an exact copy, so values and gradients do not change; the backward pays one more copy per
     concatenation. Inputs that are views, or outputs the backward would get modified in place, are
-    saved as usual (the latter raise, as autograd does). A cast before the save (autocast) saves
-    the cast tensor, which is left alone.
+    saved as usual (the latter raise, as autograd does). Under autocast (``train.amp``) the
+    concatenations of lower-precision activations are rebuilt alike (the rebuild's type promotion
+    is autocast's); where autocast casts a concatenation before the save, the cast tensor is saved
+    and left alone.
     """
     _CATS = (torch.cat, torch.concat, torch.concatenate)
 

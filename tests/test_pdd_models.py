@@ -317,6 +317,47 @@ def test_concats_rebuilt_in_backward_give_the_same_gradients():
         loss.backward()
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_concats_rebuilt_in_backward_under_autocast(dtype, monkeypatch):
+    """Under autocast (train.amp): the concatenations of the lower-precision activations are still rebuilt, with
+    bit-identical gradients; a concatenation of mixed precisions is rebuilt in the precision autocast gave it."""
+    pack, rebuilt = ConcatsRebuiltInBackward._pack, []
+
+    def counting_pack(self, tensor):
+        packed = pack(self, tensor)
+        rebuilt.append(packed is not tensor)
+        return packed
+
+    def run(wrapped, forward):
+        rebuilt.clear()
+        with torch.autocast('cpu', dtype=dtype), ConcatsRebuiltInBackward() if wrapped else contextlib.nullcontext():
+            out, params = forward()
+        out.float().square().mean().backward()
+        return out.dtype, [p.grad.clone() for p in params], sum(rebuilt)
+
+    monkeypatch.setattr(ConcatsRebuiltInBackward, '_pack', counting_pack)
+    torch.manual_seed(0)
+    net, x = build_network(NET_G), torch.rand(2, 3, 8, 8)
+
+    def rrdbnet():
+        net.zero_grad()
+        return net(x), list(net.parameters())
+
+    plain, ours = run(False, rrdbnet), run(True, rrdbnet)
+    assert plain[0] == ours[0] == dtype and all(torch.equal(a, b) for a, b in zip(plain[1], ours[1]))
+    assert plain[2] == 0 and ours[2] == 3 * 4 * NET_G['num_block']
+
+    a, w = torch.rand(2, 3), torch.rand(4, 3)
+
+    def mixed():
+        a_, w_ = a.clone().requires_grad_(), w.clone().requires_grad_()
+        return torch.cat([a_ * 1, (a_ * 2).to(dtype)]) * w_, (a_, w_)  # the concatenation is promoted to float32
+
+    plain, ours = run(False, mixed), run(True, mixed)
+    assert plain[0] == ours[0] == torch.float32 and all(torch.equal(a, b) for a, b in zip(plain[1], ours[1]))
+    assert ours[2] == 1
+
+
 def test_loads_realesrgan_and_raw_checkpoints_strictly(make_model, generalist, tmp_path):
     _, ema, plain = generalist
     model = make_model('static', path_extra={'param_key_reference': 'params'})
