@@ -70,7 +70,7 @@ from basicsr.models import build_model  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from kdsr_arch.archs import KDSRTeacher  # noqa: E402
-from kdsr_pdd.commands.report import CPUPeakMemory  # noqa: E402
+from kdsr_pdd.measure import CPUPeakMemory  # noqa: E402
 from kdsr_pdd.weights import random_vgg19_features_file  # noqa: E402
 
 PDD_OPTIONS = os.path.join(REPO, 'options', 'train', 'pdd', 'PDD_EMA_RealESRGAN_x4_RealSR_Canon.yml')

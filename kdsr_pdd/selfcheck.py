@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+from kdsr_pdd.measure import build_network, count_macs, count_parameters, example_inputs, measure_latency
 from kdsr_pdd.resources import options_dir
 
 OK, FAIL, MISSING, SKIPPED = 'ok', 'FAIL', 'missing', 'skipped'
@@ -309,10 +310,8 @@ def inference_precision(device, workdir, size=48):
 
 # ----------------------------------------------------------------------------------------------- paper networks
 def paper_networks(device, lr_size, repeats=3):
-    """Params, MACs, latency and peak memory of :data:`PAPER_NETWORKS` at ``lr_size`` (latency from ``kdsr-pdd
-    report``'s measurement), with what the KDSR paper states about them."""
-    from kdsr_pdd.commands.report import build_network, count_macs, count_parameters, example_inputs, measure_latency
-
+    """Params, MACs, latency and peak memory of :data:`PAPER_NETWORKS` at ``lr_size`` (:mod:`kdsr_pdd.measure`,
+    as ``kdsr-pdd report``), with what the KDSR paper states about them."""
     rows, macs = [], {}
     for label, option_file, section, paper in PAPER_NETWORKS:
         with open(options_dir() / option_file, encoding='utf-8') as f:

@@ -9,8 +9,10 @@ from basicsr.archs.rrdbnet_arch import RRDBNet
 from torch import nn
 
 from kdsr_arch.archs import KDSRStudent
+from kdsr_pdd import measure as measures
 from kdsr_pdd.commands import report
-from kdsr_pdd.commands.report import Variant, count_macs, measure
+from kdsr_pdd.commands.report import Variant, measure
+from kdsr_pdd.measure import count_macs
 
 KDSR_TINY = dict(n_feats=8, n_blocks=2, n_encoder_res=1)
 RRDB_TINY = dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
@@ -142,11 +144,11 @@ def test_cpu_time_is_process_time(monkeypatch):
             clock['wall'] += wall
             return x
 
-    monkeypatch.setattr(report, 'build_network', lambda opt, device: Net())
-    monkeypatch.setattr(report, 'example_inputs', lambda net, opt, size, device: (torch.zeros(1),))
-    monkeypatch.setattr(report.time, 'process_time', lambda: clock['cpu'])
-    monkeypatch.setattr(report.time, 'perf_counter', lambda: clock['wall'])
-    latency, _ = report.measure_latency({'type': 'Net'}, LR, 'cpu', repeats=3, warmup=1)
+    monkeypatch.setattr(measures, 'build_network', lambda opt, device: Net())
+    monkeypatch.setattr(measures, 'example_inputs', lambda net, opt, size, device: (torch.zeros(1),))
+    monkeypatch.setattr(measures.time, 'process_time', lambda: clock['cpu'])
+    monkeypatch.setattr(measures.time, 'perf_counter', lambda: clock['wall'])
+    latency, _ = measures.measure_latency({'type': 'Net'}, LR, 'cpu', repeats=3, warmup=1)
     assert latency.cpu_s == 0.25 and latency.wall_s == 5.0
 
 
@@ -178,7 +180,7 @@ def test_cpu_peak_memory_counts_an_allocation(allocate):
     pins = []
     # later measurements must hide neither behind the earlier high-water mark nor in freed pages malloc kept
     for mib in (32, 16, 16):
-        with report.CPUPeakMemory() as memory:
+        with measures.CPUPeakMemory() as memory:
             blocks = allocate(mib, pins)
             del blocks
         assert (mib - 2) * 2**20 <= memory.peak < (mib + 8) * 2**20  # kernel RSS counters lag by a few pages
