@@ -239,6 +239,11 @@ def _relative_error(a, b):
     return (a - b).abs().max().item() / scale if scale > 0 else (a - b).abs().max().item()
 
 
+def _where(name):
+    """``'name; '`` before a tolerance, or nothing when no entry differs at all."""
+    return f'{name}; ' if name else ''
+
+
 def check_equal(pair, batch):
     """Run one step of each on ``batch``; return (ok, lines): the largest loss and gradient discrepancies."""
     ours_log, authors_log = pair.ours(batch), pair.authors(batch)
@@ -256,7 +261,7 @@ def check_equal(pair, batch):
             lines.append(f'  {k}: ours {ours_log[k]:.8g}, authors {authors_log[k]:.8g} (relative {err:.2e})')
         worst_loss = max(worst_loss, (k, err), key=lambda t: t[1])
     lines.append(f'  losses ({", ".join(common)}): largest relative difference {worst_loss[1]:.1e} '
-                 f'({worst_loss[0]}; tolerance {LOSS_RTOL:.0e})')
+                 f'({_where(worst_loss[0])}tolerance {LOSS_RTOL:.0e})')
     for net_name, ours_net in pair.ours_nets.items():
         authors_params = dict(pair.authors_nets[net_name].named_parameters())
         worst, count = ('', 0.0), 0
@@ -274,7 +279,7 @@ def check_equal(pair, batch):
         if worst[1] > GRAD_RTOL:
             ok = False
         lines.append(f'  {net_name} gradients ({count} tensors): largest max-norm difference {worst[1]:.1e} of the '
-                     f'largest entry ({worst[0]}; tolerance {GRAD_RTOL:.0e})')
+                     f'largest entry ({_where(worst[0])}tolerance {GRAD_RTOL:.0e})')
     return ok, lines
 
 
