@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+from kdsr_pdd.measure import build_network, count_macs, count_parameters, example_inputs, measure_latency
 from kdsr_pdd.resources import options_dir
 
 OK, FAIL, MISSING, SKIPPED = 'ok', 'FAIL', 'missing', 'skipped'
@@ -309,10 +310,8 @@ def inference_precision(device, workdir, size=48):
 
 # ----------------------------------------------------------------------------------------------- paper networks
 def paper_networks(device, lr_size, repeats=3):
-    """Params, MACs, latency and peak memory of :data:`PAPER_NETWORKS` at ``lr_size`` (latency from ``kdsr-pdd
-    report``'s measurement), with what the KDSR paper states about them."""
-    from kdsr_pdd.commands.report import build_network, count_macs, count_parameters, example_inputs, measure_latency
-
+    """Params, MACs, latency and peak memory of :data:`PAPER_NETWORKS` at ``lr_size`` (:mod:`kdsr_pdd.measure`,
+    as ``kdsr-pdd report``), with what the KDSR paper states about them."""
     rows, macs = [], {}
     for label, option_file, section, paper in PAPER_NETWORKS:
         with open(options_dir() / option_file, encoding='utf-8') as f:
@@ -320,9 +319,9 @@ def paper_networks(device, lr_size, repeats=3):
         meta = build_network(network_opt, 'meta')
         macs[label] = count_macs(meta, example_inputs(meta, network_opt, lr_size, 'meta'))
         params = count_parameters(meta)[0]
-        seconds, peak = measure_latency(network_opt, lr_size, device, repeats=repeats, warmup=1)
+        latency, peak = measure_latency(network_opt, lr_size, device, repeats=repeats, warmup=1)
         rows.append(Row(label, OK, {'params (M)': f'{params / 1e6:.3f}', 'GMACs': f'{macs[label] / 1e9:.1f}',
-                                    'latency (ms)': f'{seconds * 1e3:.1f}',
+                                    'latency (ms)': f'{latency.wall_s * 1e3:.1f}',
                                     'peak memory (MiB)': '—' if peak is None else f'{peak / 2 ** 20:.0f}',
                                     'KDSR paper': paper}))
     ratio = macs['KDSR_S-GAN'] / macs['Real-ESRGAN x4plus (RRDBNet)']

@@ -5,7 +5,9 @@ by BasicSR's unmodified training loop: every batch of :class:`pdd_model.data.PDD
 crops ``gt``, their synthetic LR ``lq`` and unlabeled real LR crops ``lq_real``. The static and EMA
 configurations differ only in the reference network (:meth:`PDDModel._build_reference`).
 """
+import weakref
 from collections import OrderedDict
+from itertools import accumulate
 
 import torch
 from basicsr.archs import build_network
@@ -14,6 +16,7 @@ from basicsr.losses import build_loss
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch.overrides import TorchFunctionMode
 
 from kdsr_pdd.checkpoints import load_weights
 from kdsr_pdd.model_mixins import DiscriminatorStepMixin, PluginModelMixin
@@ -23,14 +26,89 @@ from pdd_model.losses import PairwiseDistanceDistillationLoss, feature_perceptua
 from pdd_model.options import PDDOptions
 
 
+class ConcatsRebuiltInBackward:
+    """Within the block, a ``torch.cat`` output that autograd saves (e.g. as a convolution's input) is kept
+    as its input tensors and concatenated again when the backward needs it.
+
+    In a dense block (RRDBNet's ``cat(x, x1, ...)``) the graph saves those inputs anyway, so the saved
+    concatenations were copies: they are about half of an RRDBNet's activation memory. The rebuilt
+    tensor is an exact copy, so values and gradients do not change; the backward pays one more copy per
+    concatenation. Inputs that are views, or outputs the backward would get modified in place, are
+    saved as usual (the latter raise, as autograd does). Under autocast (``train.amp``) the
+    concatenations of lower-precision activations are rebuilt alike (the rebuild's type promotion
+    is autocast's); where autocast casts a concatenation before the save, the cast tensor is saved
+    and left alone.
+    """
+    _CATS = (torch.cat, torch.concat, torch.concatenate)
+
+    def __init__(self):
+        self._recorded = {}  # id(output) -> (weakref to output, inputs, dim)
+
+    def __enter__(self):
+        self._mode = _RecordConcats(self._record)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
+        self._mode.__enter__()
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+        self._mode.__exit__(*exc)
+        self._recorded.clear()
+
+    def _record(self, output, inputs, dim):
+        if torch.is_grad_enabled() and output.requires_grad and all(t._base is None for t in inputs):
+            self._recorded[id(output)] = (weakref.ref(output), inputs, dim)
+
+    def _pack(self, tensor):
+        entry = self._recorded.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            return tensor
+        _, inputs, dim = entry
+        return _Concat(inputs, dim, tuple(t._version for t in inputs))
+
+
+class _Concat(tuple):
+    """A saved concatenation: (inputs, dim, their versions when it was saved)."""
+
+    def __new__(cls, inputs, dim, versions):
+        return super().__new__(cls, (inputs, dim, versions))
+
+
+def _unpack(packed):
+    if not isinstance(packed, _Concat):
+        return packed
+    inputs, dim, versions = packed
+    if tuple(t._version for t in inputs) != versions:
+        raise RuntimeError('an input of a concatenation saved for the backward was modified in place')
+    return torch.cat([t.detach() for t in inputs], dim)
+
+
+class _RecordConcats(TorchFunctionMode):
+    """Reports every ``torch.cat`` (``concat``, ``concatenate``) call: output, input tensors, dim."""
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        if func in ConcatsRebuiltInBackward._CATS and isinstance(output, torch.Tensor):
+            tensors = args[0] if args else kwargs['tensors']
+            dim = args[1] if len(args) > 1 else kwargs.get('dim', 0)
+            self.report(output, tuple(tensors), dim)
+        return output
+
+
 class PDDTrainingMixin:
     """Pairwise distance distillation: student (specialist) ``net_g``, frozen reference (generalist), U-Net D.
 
     Batches: training ``{'gt': [B,3,H,W], 'lq': [B,3,H/s,W/s], 'lq_real': [B',3,H/s,W/s]}``;
     validation / test ``{'lq', 'gt'}`` (plain paired data). Each generator step runs the student once on
-    ``cat[lq, lq_real]`` and the reference once (no grad) on the same batch, and VGG19 twice: with autograd on
-    the stack ``[S_syn, S_real]``, without on ``[G_syn, G_real, GT]``; the features feed the perceptual and both
-    distance losses.
+    ``cat[lq, lq_real]`` and the reference once (no grad) on the same batch, and VGG19 twice: without autograd on
+    the stack ``[G_syn, G_real, GT]``, with autograd on ``[S_syn, S_real]``; the features feed the perceptual and
+    both distance losses (:meth:`_generator_losses` says how the step keeps its memory low).
 
     Reference (``train.reference``): ``ema`` -- ``net_g_ema`` (``train.ema_decay``, paper 0.999), which starts
     equal to the student; ``static`` -- a frozen ``network_reference`` loaded from
@@ -106,22 +184,43 @@ class PDDTrainingMixin:
         """One student update; returns S(lq) [B,3,H,W]. Distillation terms only when ``distill``."""
         self.net_d.requires_grad_(False)
         self.optimizer_g.zero_grad()
+        sr_syn = self._generator_losses(distill, loss_dict)
+        self.backward(sum(loss_dict.values()))
+        self.optimizer_step(self.optimizer_g)
+        return sr_syn
+
+    def _generator_losses(self, distill, loss_dict):
+        """Run the reference and the student, add the generator's loss terms to ``loss_dict``; returns S(lq).
+
+        Memory: what runs without autograd (reference, VGG of its outputs and of GT) runs before the
+        student's graph exists; the student's forward keeps the inputs of its concatenations instead of
+        their outputs (:class:`ConcatsRebuiltInBackward`); the VGG features are dropped once the loss
+        terms are computed, before the discriminator's forward: the backward keeps only what the graphs
+        saved. The values and gradients are those of the plain computation.
+        """
         sizes = [self.lq.size(0), self.lq_real.size(0)]
         lq_all = torch.cat([self.lq, self.lq_real])
-        sr_syn, sr_real = self.net_g(lq_all).split(sizes)
         pairwise = distill and isinstance(self.cri_distill, PairwiseDistanceDistillationLoss)
+        percep_layers = list(self.options.train.vgg_opt.perceptual_layer_weights) if self.perceptual_weight > 0 else []
+        distill_layers = self.cri_distill.layers if pairwise else []
         if distill:
             with torch.no_grad():
                 ref_syn, ref_real = self.net_ref(lq_all).split(sizes)
-
-        images = OrderedDict()  # what the VGG pass needs this step, stacked in this order
-        if self.perceptual_weight > 0 or pairwise:
-            images['sr_syn'] = sr_syn
+        requests = OrderedDict()  # image -> (tensor, the VGG layers its loss terms read); no autograd
         if pairwise:
-            images.update(sr_real=sr_real, ref_syn=ref_syn, ref_real=ref_real)
-        if self.perceptual_weight > 0:
-            images['gt'] = self.gt
-        feats = self._vgg_features(images)
+            requests.update(ref_syn=(ref_syn, distill_layers), ref_real=(ref_real, distill_layers))
+        if percep_layers:
+            requests['gt'] = (self.gt, percep_layers)
+        feats = self._vgg_features(requests, with_grad=False)
+
+        with ConcatsRebuiltInBackward():
+            sr_syn, sr_real = self.net_g(lq_all).split(sizes)
+        requests = OrderedDict()  # the student's outputs, with autograd
+        if percep_layers or pairwise:
+            requests['sr_syn'] = (sr_syn, sorted(set(percep_layers) | set(distill_layers)))
+        if pairwise:
+            requests['sr_real'] = (sr_real, distill_layers)
+        feats.update(self._vgg_features(requests, with_grad=True))
 
         if self.cri_pix:
             loss_dict['l_g_pix'] = self.cri_pix(sr_syn, self.gt)
@@ -133,31 +232,52 @@ class PDDTrainingMixin:
             stu_syn = {k: v.detach() for k, v in feats['sr_syn'].items()} if detach else feats['sr_syn']
             l_inter, l_intra = self.cri_distill(stu_syn, feats['sr_real'], feats['ref_syn'], feats['ref_real'])
             loss_dict.update((k, v) for k, v in (('l_inter', l_inter), ('l_intra', l_intra)) if v is not None)
+            del stu_syn, l_inter, l_intra
         elif distill:
             loss_dict['l_naive'] = self.cri_distill(sr_real, ref_real)
+        del feats, requests  # the graphs keep what their backward needs; the rest of the features goes now
         fake = torch.cat([sr_syn, sr_real]) if distill and self.options.train.gan_on_real else sr_syn
         loss_dict['l_g_gan'] = self.cri_gan(self.net_d(fake), True, is_disc=False)
-        self.backward(sum(loss_dict.values()))
-        self.optimizer_step(self.optimizer_g)
         return sr_syn
 
-    def _vgg_features(self, images):
-        """{name: [B_i,3,H,W]} -> {name: {layer: [B_i,C,h,w]}}.
+    def _vgg_features(self, requests, with_grad):
+        """{name: ([B_i,3,H,W], layers)} -> {name: {layer: [B_i,C,h,w]}}: one VGG pass over the stacked
+        images (autograd on or off), each image keeping its own layers only.
 
-        One VGG pass over the stacked images that carry gradients (the student's outputs) and one without
-        autograd over the rest (reference outputs, GT): the backward then keeps the VGG activations of the
-        student's images only, and the gradients equal those of separate passes.
+        The generator step makes two: without autograd over the reference outputs and GT, with autograd
+        over the student's outputs, so that the backward keeps the VGG activations of the student's
+        images only; the gradients equal those of separate passes.
         """
-        feats = {}
-        for with_grad in (True, False):
-            group = OrderedDict((name, img) for name, img in images.items() if img.requires_grad == with_grad)
-            if not group:
-                continue
-            with torch.set_grad_enabled(with_grad):
-                stacked = self.vgg(torch.cat(list(group.values())))
-            chunks = {layer: feat.split([img.size(0) for img in group.values()]) for layer, feat in stacked.items()}
-            feats.update((name, {layer: chunks[layer][i] for layer in chunks}) for i, name in enumerate(group))
-        return feats
+        if not requests:
+            return {}
+        names = list(requests)
+        bounds = list(accumulate((requests[name][0].size(0) for name in names), initial=0))
+        chunks = [(start, stop, set(requests[name][1])) for name, start, stop in zip(names, bounds, bounds[1:])]
+        with torch.set_grad_enabled(with_grad):
+            outputs = self._vgg_pass(torch.cat([requests[name][0] for name in names]), chunks)
+        return dict(zip(names, outputs))
+
+    def _vgg_pass(self, x, chunks):
+        """BasicSR's VGGFeatureExtractor.forward on the stacked batch ``x``, keeping for every chunk
+        ``(start, stop, layers)`` the features of ``x[start:stop]`` at its layers only (copies, since the
+        ReLUs that follow work in place); stops after the last layer any chunk needs."""
+        vgg = self.vgg
+        if vgg.range_norm:
+            x = (x + 1) / 2
+        if vgg.use_input_norm:
+            x = (x - vgg.mean) / vgg.std
+        outputs = [{} for _ in chunks]
+        remaining = set().union(*(layers for _, _, layers in chunks))
+        for name, layer in vgg.vgg_net.named_children():
+            if not remaining:
+                break
+            x = layer(x)
+            if name in remaining:
+                remaining.discard(name)
+                for out, (start, stop, layers) in zip(outputs, chunks):
+                    if name in layers:
+                        out[name] = x[start:stop].clone()
+        return outputs
 
     def test(self):
         """SRModel.test (net_g_ema when it exists), then optional colour correction to the input."""

@@ -1,5 +1,6 @@
 """Benchmark CLI: DRealSR-style crops against slicing of the originals, pairing and size errors, and the
-gaussian8 / aniso sub-commands against direct calls of the kdsr_arch.data builders."""
+gaussian8 / aniso sub-commands against direct calls of the kdsr_arch.data builders. The training-step
+benchmark (benchmarks/train_steps.py): the authors' reconstructed steps against our models, and its quick run."""
 import filecmp
 import os
 import subprocess
@@ -8,9 +9,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from kdsr_arch.benchmarks import build_aniso_noise, build_gaussian8
 from kdsr_pdd.commands import benchmarks
+from kdsr_pdd.weights import random_vgg19_features_file
 
 SCALE, SIZE = 2, 3
 
@@ -143,3 +146,49 @@ def test_aniso_subcommand(hr_dir, tmp_path):
     with pytest.raises(SystemExit, match='noise must be >= 0'):
         benchmarks.main(['aniso', '--hr', str(hr_dir), '--out', str(tmp_path / 'bad'), '--lambda1', '1',
                          '--lambda2', '1', '--theta', '0', '--noise', '-1'])
+
+
+# --------------------------------------------------------------------- training-step benchmark (benchmarks/)
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks')
+
+
+@pytest.fixture(scope='module')
+def train_steps():
+    """benchmarks/train_steps.py as a module (it imports benchmarks/authors_steps.py beside it)."""
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        import train_steps
+        yield train_steps
+    finally:
+        sys.path.remove(BENCHMARKS)
+
+
+@pytest.fixture(scope='module')
+def vgg19_file(tmp_path_factory):
+    return random_vgg19_features_file(str(tmp_path_factory.mktemp('vgg') / 'vgg19.pth'))
+
+
+@pytest.mark.parametrize('method', ['pdd', 'kdsr'])
+def test_authors_step_computes_what_ours_does(train_steps, method, vgg19_file, tmp_path, one_thread):
+    """The authors' step (rebuilt from the fact sheets) and our model's: same losses and gradients (float64, tiny
+    networks); a perturbed input on the authors' side is caught."""
+    pair = train_steps.BUILDERS[method](train_steps.SIZES['quick'][method], str(tmp_path), vgg19_file)
+    ok, lines = train_steps.check_equal(pair.to(torch.float64), pair.make_batch(0, check=True))
+    assert ok, '\n'.join(lines)
+    assert any('gradients' in line for line in lines)
+
+    authors = pair.authors
+    pair.authors = lambda batch: authors({**batch, 'gt': batch['gt'] * 0.999})
+    ok, lines = train_steps.check_equal(pair, pair.make_batch(1, check=True))
+    assert not ok and any('relative' in line for line in lines)
+
+
+def test_train_steps_quick_prints_the_ratio_table(train_steps, vgg19_file, capsys, one_thread):
+    assert train_steps.main(['--quick', '--steps', '1', '--no-progress', '--vgg19', vgg19_file]) == 0
+    out = capsys.readouterr().out
+    assert 'torch.get_num_threads() = 1' in out and 'RRDBNet(num_feat=8' in out
+    assert out.count(': equal') == 2 and 'DIFFERENT' not in out
+    for method in ('PDD (EMA)', 'KDSR student'):
+        ratio = next(line for line in out.splitlines() if line.startswith(f'| {method} | **ours / authors**'))
+        cells = [c.strip().strip('*') for c in ratio.strip('|').split('|')][2:]
+        assert len(cells) == 4 and all(float(c) > 0 for c in cells), ratio

@@ -4,6 +4,7 @@ checkpoint formats, validation, and end-to-end BasicSR training (single process,
 Tiny sizes throughout: RRDBNet(num_feat 8, num_block 1, num_grow_ch 4), U-Net D num_feat 8, 32-px HR
 crops at x4 (LR 8 px), random-weight VGG19.
 """
+import contextlib
 import copy
 import glob
 import os
@@ -24,7 +25,7 @@ import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_pdd.checkpoints import CheckpointError
 from kdsr_pdd.weights import random_vgg19_features_file
 from pdd_model.color import color_correct
-from pdd_model.models import PDDModel
+from pdd_model.models import ConcatsRebuiltInBackward, PDDModel
 
 NET_G = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'num_grow_ch': 4,
          'scale': 4}
@@ -177,11 +178,11 @@ def test_naive_distillation_baseline(make_model):
     with torch.no_grad():
         expected = torch.nn.functional.l1_loss(model.net_g(data['lq_real']), model.net_ref(data['lq_real']))
     sizes = []
-    model.vgg.register_forward_hook(lambda module, inputs, output: sizes.append(inputs[0].shape[0]))
+    model.vgg.vgg_net[0].register_forward_pre_hook(lambda module, inputs: sizes.append(inputs[0].shape[0]))
     model.feed_data(data)
     model.optimize_parameters(1)
     assert model.log_dict['l_naive'] == pytest.approx(expected.item(), rel=1e-4)
-    assert 'l_inter' not in model.log_dict and sizes == [B, B]  # S_syn and GT (for the perceptual loss only)
+    assert 'l_inter' not in model.log_dict and sizes == [B, B]  # GT and S_syn (for the perceptual loss only)
 
 
 def test_ema_reference_starts_equal_and_follows_ema_rule(make_model, generalist):
@@ -255,20 +256,106 @@ def test_discriminator_trained_only_on_gt_and_synthetic_predictions(make_model, 
 
 
 def test_vgg_runs_twice_per_generator_step_with_and_without_autograd(make_model, monkeypatch):
-    calls = []  # every VGG feature extractor in the process, not only model.vgg: (batch, autograd on)
+    other = []  # no other VGG feature extractor in the process runs
     forward = VGGFeatureExtractor.forward
-    monkeypatch.setattr(VGGFeatureExtractor, 'forward',
-                        lambda self, x: calls.append((x.shape[0], torch.is_grad_enabled())) or forward(self, x))
+    monkeypatch.setattr(VGGFeatureExtractor, 'forward', lambda self, x: other.append(x.shape[0]) or forward(self, x))
     model = make_model('ema', net_d_init_iters=1, distill_warmup_iters=1)
-    # iter 1: D-only warm-up; 2: supervised only (S_syn | GT); 3+: S_syn, S_real | G_syn, G_real, GT
-    for it, expected in ((1, []), (2, [(B, True), (B, False)]), (3, [(2 * B, True), (3 * B, False)]),
-                         (4, [(2 * B, True), (3 * B, False)])):
+    calls = []  # passes through model.vgg's layers: (batch, autograd on)
+    model.vgg.vgg_net[0].register_forward_pre_hook(
+        lambda module, inputs: calls.append((inputs[0].shape[0], torch.is_grad_enabled())))
+    # iter 1: D-only warm-up; 2: supervised only (GT | S_syn); 3+: G_syn, G_real, GT | S_syn, S_real
+    for it, expected in ((1, []), (2, [(B, False), (B, True)]), (3, [(3 * B, False), (2 * B, True)]),
+                         (4, [(3 * B, False), (2 * B, True)])):
         calls.clear()
         model.feed_data(batch(it))
         model.optimize_parameters(it)
         assert calls == expected, it
+    assert other == []
     assert set(model.vgg.layer_name_list) == {'conv1_2', 'conv2_1', 'conv2_2', 'conv3_1', 'conv3_4', 'conv4_1',
                                               'conv4_4', 'conv5_1', 'conv5_4'}
+
+
+def test_concats_rebuilt_in_backward_give_the_same_gradients():
+    """RRDBNet's dense-block concatenations are saved as their inputs and rebuilt: bit-identical gradients;
+    views are saved as usual; an input modified in place before the backward raises, as autograd would."""
+    torch.manual_seed(0)
+    net, x = build_network(NET_G), torch.rand(2, 3, 8, 8)
+    grads, rebuilt = [], []
+    pack = ConcatsRebuiltInBackward._pack
+    for wrapped in (False, True):
+        net.zero_grad()
+        with ConcatsRebuiltInBackward() if wrapped else contextlib.nullcontext():
+            out = net(x)
+        out.square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+    def counting_pack(self, tensor):
+        packed = pack(self, tensor)
+        rebuilt.append(packed is not tensor)
+        return packed
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ConcatsRebuiltInBackward, '_pack', counting_pack)
+        with ConcatsRebuiltInBackward():
+            net(x)
+    assert sum(rebuilt) == 3 * 4 * NET_G['num_block']  # 4 concatenations in each of the 3 RDBs of a block
+
+    a, w = torch.rand(2, 3, requires_grad=True), torch.rand(4, 3, requires_grad=True)
+    with ConcatsRebuiltInBackward():
+        views = torch.cat([a[:1] * 1, a[1:] * 1])  # inputs are not views: rebuilt
+        base = a * 2
+        sliced = torch.cat([base[:1], base[1:]])  # inputs are views of base: saved as usual
+        y = (views * w[:2]).sum() + (sliced * w[2:]).sum()
+    y.backward()
+    assert torch.allclose(a.grad, w[:2] + 2 * w[2:])
+    with ConcatsRebuiltInBackward():
+        h = a * 1
+        loss = (torch.cat([h, a * 3]) * w).sum()
+    h.add_(1)
+    with pytest.raises(RuntimeError, match='modified in place'):
+        loss.backward()
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_concats_rebuilt_in_backward_under_autocast(dtype, monkeypatch):
+    """Under autocast (train.amp): the concatenations of the lower-precision activations are still rebuilt, with
+    bit-identical gradients; a concatenation of mixed precisions is rebuilt in the precision autocast gave it."""
+    pack, rebuilt = ConcatsRebuiltInBackward._pack, []
+
+    def counting_pack(self, tensor):
+        packed = pack(self, tensor)
+        rebuilt.append(packed is not tensor)
+        return packed
+
+    def run(wrapped, forward):
+        rebuilt.clear()
+        with torch.autocast('cpu', dtype=dtype), ConcatsRebuiltInBackward() if wrapped else contextlib.nullcontext():
+            out, params = forward()
+        out.float().square().mean().backward()
+        return out.dtype, [p.grad.clone() for p in params], sum(rebuilt)
+
+    monkeypatch.setattr(ConcatsRebuiltInBackward, '_pack', counting_pack)
+    torch.manual_seed(0)
+    net, x = build_network(NET_G), torch.rand(2, 3, 8, 8)
+
+    def rrdbnet():
+        net.zero_grad()
+        return net(x), list(net.parameters())
+
+    plain, ours = run(False, rrdbnet), run(True, rrdbnet)
+    assert plain[0] == ours[0] == dtype and all(torch.equal(a, b) for a, b in zip(plain[1], ours[1]))
+    assert plain[2] == 0 and ours[2] == 3 * 4 * NET_G['num_block']
+
+    a, w = torch.rand(2, 3), torch.rand(4, 3)
+
+    def mixed():
+        a_, w_ = a.clone().requires_grad_(), w.clone().requires_grad_()
+        return torch.cat([a_ * 1, (a_ * 2).to(dtype)]) * w_, (a_, w_)  # the concatenation is promoted to float32
+
+    plain, ours = run(False, mixed), run(True, mixed)
+    assert plain[0] == ours[0] == torch.float32 and all(torch.equal(a, b) for a, b in zip(plain[1], ours[1]))
+    assert ours[2] == 1
 
 
 def test_loads_realesrgan_and_raw_checkpoints_strictly(make_model, generalist, tmp_path):

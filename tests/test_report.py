@@ -9,8 +9,10 @@ from basicsr.archs.rrdbnet_arch import RRDBNet
 from torch import nn
 
 from kdsr_arch.archs import KDSRStudent
+from kdsr_pdd import measure as measures
 from kdsr_pdd.commands import report
-from kdsr_pdd.commands.report import Variant, count_macs, measure
+from kdsr_pdd.commands.report import Variant, measure
+from kdsr_pdd.measure import count_macs
 
 KDSR_TINY = dict(n_feats=8, n_blocks=2, n_encoder_res=1)
 RRDB_TINY = dict(type='RRDBNet', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
@@ -25,12 +27,12 @@ def _write(path, opt):
 @pytest.fixture
 def options_dir(tmp_path):
     """a: student + teacher; b: the same teacher with scale left at its default; c: RRDBNet as network_g and
-    reference_network; sub/d: a x2 student; sub/e: only a discriminator; f: no network at all."""
+    network_reference; sub/d: a x2 student; sub/e: only a discriminator; f: no network at all."""
     root = tmp_path / 'options'
     _write(root / 'a.yml', {'name': 'a', 'network_g': dict(type='KDSRStudent', **KDSR_TINY, scale=4),
-                            'teacher_network': dict(type='KDSRTeacher', **KDSR_TINY, scale=4)})
+                            'network_teacher': dict(type='KDSRTeacher', **KDSR_TINY, scale=4)})
     _write(root / 'b.yml', {'network_g': dict(type='KDSRTeacher', n_encoder_res=1, n_blocks=2, n_feats=8)})
-    _write(root / 'c.yml', {'network_g': RRDB_TINY, 'reference_network': dict(RRDB_TINY)})
+    _write(root / 'c.yml', {'network_g': RRDB_TINY, 'network_reference': dict(RRDB_TINY)})
     _write(root / 'sub' / 'd.yml', {'network_g': dict(type='KDSRStudent', **KDSR_TINY, scale=2)})
     _write(root / 'sub' / 'e.yml', {'network_d': {'type': 'VGGStyleDiscriminator', 'num_in_ch': 3, 'num_feat': 8}})
     _write(root / 'f.yml', {'name': 'nothing'})
@@ -68,16 +70,16 @@ def test_rows_dedupe_and_counts(options_dir, tmp_path):
     assert f'LR input 1x3x{LR[0]}x{LR[1]}' in text and f'MACs (G) @ {LR[0]}x{LR[1]}' in text
     assert 'latency' not in text
     rows = {row[1]: row for row in _table(text)}
-    # a's teacher_network and b's network_g are one network; c's two sections are one; d (x2) is filtered out
-    assert set(rows) == {'a', 'a (teacher_network), b', 'c (network_g, reference_network)'}
+    # a's network_teacher and b's network_g are one network; c's two sections are one; d (x2) is filtered out
+    assert set(rows) == {'a', 'a (network_teacher), b', 'c (network_g, network_reference)'}
 
     student = KDSRStudent(**KDSR_TINY, scale=4)
     total = sum(p.numel() for p in student.parameters())
     assert rows['a'][3:5] == [f'{total:,}', f'{total - 24:,}']  # the two MeanShift convs are frozen: 2 * (9 + 3)
     rrdb = RRDBNet(**{k: v for k, v in RRDB_TINY.items() if k != 'type'})
     total = sum(p.numel() for p in rrdb.parameters())
-    assert rows['c (network_g, reference_network)'][3:5] == [f'{total:,}', f'{total:,}']
-    assert float(rows['c (network_g, reference_network)'][5]) == pytest.approx(
+    assert rows['c (network_g, network_reference)'][3:5] == [f'{total:,}', f'{total:,}']
+    assert float(rows['c (network_g, network_reference)'][5]) == pytest.approx(
         _rrdb_macs(8, 1, 4, *LR) / 1e9, abs=0.006)
 
 
@@ -112,13 +114,52 @@ def test_kdsr_students_match_reference_figures(size, params, gmacs):
 
 
 def test_latency_and_memory_columns(options_dir, tmp_path):
-    text = _run(options_dir, tmp_path, '--device', 'cpu', '--repeats', '2', '--scale', '0')
-    assert 'median of 2 runs after 1 warm-up' in text and 'Networks at x' not in text
+    threads = torch.get_num_threads()
+    try:
+        text = _run(options_dir, tmp_path, '--device', 'cpu', '--repeats', '2', '--scale', '0', '--threads', '1')
+    finally:
+        torch.set_num_threads(threads)
+    assert '2 runs after 1 warm-up' in text and 'wall: the median' in text and 'Networks at x' not in text
+    assert 'CPU: the smallest process CPU time (all threads) of the 2 runs' in text
+    assert 'torch.get_num_threads() = 1' in text
+    header = next(line for line in text.splitlines() if line.startswith('| #'))
+    assert [c.strip() for c in header.strip('|').split('|')][6:] == [
+        f'wall (ms) @ {LR[0]}x{LR[1]}', f'CPU (ms) @ {LR[0]}x{LR[1]}', 'peak memory (MiB)']
     rows = _table(text)
-    assert {row[1] for row in rows} == {'a', 'a (teacher_network), b', 'c (network_g, reference_network)', 'd'}
+    assert {row[1] for row in rows} == {'a', 'a (network_teacher), b', 'c (network_g, network_reference)', 'd'}
     for row in rows:
-        assert len(row) == 8 and float(row[6]) > 0
-        assert row[7] == report.UNAVAILABLE or float(row[7]) >= 0
+        assert len(row) == 9 and float(row[6]) > 0 and float(row[7]) > 0
+        assert row[8] == report.UNAVAILABLE or float(row[8]) >= 0
+
+
+def test_cpu_time_is_process_time(monkeypatch):
+    """The CPU column is the smallest process-CPU interval of the timed runs, the wall column the median."""
+    clock = {'cpu': 0.0, 'wall': 0.0}
+    steps = iter([(1.0, 3.0), (0.5, 5.0), (0.25, 4.0), (0.75, 9.0)])  # (cpu, wall) of warm-up + 3 runs
+
+    class Net(nn.Module):
+        def forward(self, x):
+            cpu, wall = next(steps)
+            clock['cpu'] += cpu
+            clock['wall'] += wall
+            return x
+
+    monkeypatch.setattr(measures, 'build_network', lambda opt, device: Net())
+    monkeypatch.setattr(measures, 'example_inputs', lambda net, opt, size, device: (torch.zeros(1),))
+    monkeypatch.setattr(measures.time, 'process_time', lambda: clock['cpu'])
+    monkeypatch.setattr(measures.time, 'perf_counter', lambda: clock['wall'])
+    latency, _ = measures.measure_latency({'type': 'Net'}, LR, 'cpu', repeats=3, warmup=1)
+    assert latency.cpu_s == 0.25 and latency.wall_s == 5.0
+
+
+def test_sections_are_those_of_the_shipped_option_files():
+    """Every generator section of a shipped option file is one the report reads (discriminators are not)."""
+    from kdsr_pdd.resources import options_dir
+    sections = set()
+    for path in options_dir().glob('**/*.yml'):
+        sections |= {k for k in yaml.safe_load(path.read_text(encoding='utf-8')) if k.startswith('network_')}
+    assert {'network_g', 'network_teacher', 'network_reference'} <= sections
+    assert sections - {'network_d'} == set(report.SECTIONS)
 
 
 def _one_block(mib, pins):
@@ -139,7 +180,7 @@ def test_cpu_peak_memory_counts_an_allocation(allocate):
     pins = []
     # later measurements must hide neither behind the earlier high-water mark nor in freed pages malloc kept
     for mib in (32, 16, 16):
-        with report._CPUPeakMemory() as memory:
+        with measures.CPUPeakMemory() as memory:
             blocks = allocate(mib, pins)
             del blocks
         assert (mib - 2) * 2**20 <= memory.peak < (mib + 8) * 2**20  # kernel RSS counters lag by a few pages

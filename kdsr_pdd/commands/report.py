@@ -1,11 +1,11 @@
 """Model report: ``kdsr-pdd report [--options-glob GLOB] [--lr-size HxW] [--out report.md] ...``.
 
-Every distinct network configured in the option files (sections ``network_g``, ``teacher_network`` and
-``reference_network``) becomes one row of a markdown table: parameters (total and trainable), MACs,
-latency and peak memory at one LR input size (default 180x320, the size of the papers' tables: x4 gives
-a 720x1280 output). Two sections are the same network when their type and keyword arguments, with the
-arch's defaults filled in, are equal; a row lists every option file (and section, when not
-``network_g``) that configures it.
+Every distinct network configured in the option files (sections ``network_g``, ``network_teacher`` and
+``network_reference``; discriminators are left out) becomes one row of a markdown table: parameters
+(total and trainable), MACs, latency and peak memory at one LR input size (default 180x320, the size of
+the papers' tables: x4 gives a 720x1280 output). Two sections are the same network when their type and
+keyword arguments, with the arch's defaults filled in, are equal; a row lists every option file (and
+section, when not ``network_g``) that configures it.
 
 Conventions:
 
@@ -13,8 +13,11 @@ Conventions:
   matrix products (a conv: ``C_out * H_out * W_out * C_in / groups * k_h * k_w`` MACs; bias additions,
   activations and other element-wise work are not counted). The network and its input are built on the
   ``meta`` device, so counting costs no memory and no arithmetic at any input size.
-* Latency: batch 1, float32, random weights and input, ``torch.inference_mode``; the median of
-  ``--repeats`` runs after ``--warmup`` runs; on CUDA each run is bracketed by ``torch.cuda.synchronize``.
+* Latency: batch 1, float32, random weights and input, ``torch.inference_mode``, ``--repeats`` runs after
+  ``--warmup`` runs: the median wall time and, on CPU, the smallest process CPU time of one run
+  (``time.process_time``: all threads together; far less sensitive than wall time to other processes
+  on the machine). The table notes give torch's intra-op thread count (``--threads`` sets it). On CUDA each run is
+  bracketed by ``torch.cuda.synchronize`` and the CPU column is '—'.
 * Peak memory: the memory the network, its input and the runs need above what the process held before.
   On CUDA ``torch.cuda.max_memory_allocated`` (after resetting the peak); on CPU the peak resident set
   size (``VmHWM`` of ``/proc/self/status``, reset through ``/proc/self/clear_refs``) minus the resident
@@ -25,26 +28,21 @@ Conventions:
 Large networks at 180x320 take seconds per run on a CPU: ``--lr-size`` reduces the size (the table
 header states the size used) and ``--no-latency`` keeps only the counts, which need no real compute.
 """
-import ctypes
-import gc
 import glob
 import inspect
 import os.path as osp
-import re
-import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from kdsr_pdd.commands.cli import CommandParser, fail, parse_size, positive_int
-from kdsr_pdd.networks import instantiate, network_scale
+from kdsr_pdd.measure import Latency, build_network, count_macs, count_parameters, example_inputs, measure_latency
+from kdsr_pdd.networks import network_scale
 from kdsr_pdd.resources import options_dir
 
-SECTIONS = ('network_g', 'teacher_network', 'reference_network')
+SECTIONS = ('network_g', 'network_teacher', 'network_reference')  # the generator sections of the option files
 UNAVAILABLE = '—'
 
 
@@ -115,116 +113,6 @@ def collect_variants(paths):
     return list(variants.values())
 
 
-# --------------------------------------------------------------------------------------- measures
-def build_network(network_opt, device):
-    """Instantiate ``network_opt`` (type + keyword arguments) on ``device`` ('meta' allocates nothing)."""
-    with torch.device(device):
-        net = instantiate(network_opt, 'network')
-    return net.eval()
-
-
-def example_inputs(net, network_opt, lr_size, device):
-    """Random inputs for ``net.forward``: ``(lq,)``, or ``(lq, gt)`` for a network whose forward takes the HR too."""
-    required = [p for p in inspect.signature(net.forward).parameters.values()
-                if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
-    h, w = lr_size
-    lq = torch.rand(1, network_opt.get('num_in_ch', 3), h, w, device=device)
-    if len(required) == 1:
-        return (lq, )
-    if len(required) == 2:
-        scale = network_scale(net)
-        return lq, torch.rand(1, 3, scale * h, scale * w, device=device)
-    raise ReportError(f'{network_opt["type"]}.forward takes {len(required)} inputs; only (lq) and (lq, gt) are known.')
-
-
-def count_parameters(net):
-    """``(total, trainable)`` parameter counts."""
-    return (sum(p.numel() for p in net.parameters()),
-            sum(p.numel() for p in net.parameters() if p.requires_grad))
-
-
-def count_macs(net, inputs):
-    """Multiply-accumulates of one forward (FLOPs / 2 of :class:`FlopCounterMode`); cheap on meta tensors."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(*inputs)
-    return counter.get_total_flops() // 2
-
-
-def _proc_status_kib(field_name):
-    with open('/proc/self/status', encoding='ascii') as f:
-        return int(re.search(rf'^{field_name}:\s+(\d+) kB', f.read(), re.MULTILINE).group(1))
-
-
-def _release_freed_memory():
-    """Hand memory that Python and glibc's malloc keep after frees back to the system (no-op elsewhere)."""
-    gc.collect()
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _CPUPeakMemory:
-    """Peak resident memory above the level at entry, in bytes (None where /proc cannot be used).
-
-    Memory freed earlier (e.g. by a previous network) is released first; otherwise the allocator would
-    reuse its already-resident pages and the increase would be understated.
-    """
-
-    def __enter__(self):
-        _release_freed_memory()
-        try:
-            self.start = _proc_status_kib('VmRSS')
-            with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
-                f.write('5')  # resets VmHWM to the current resident size (Linux >= 4.0)
-        except (OSError, AttributeError):
-            self.start = None
-        self.peak = None
-        return self
-
-    def __exit__(self, *exc):
-        if self.start is not None:
-            self.peak = (_proc_status_kib('VmHWM') - self.start) * 1024
-
-
-class _CUDAPeakMemory:
-    """Peak CUDA memory allocated above the level at entry, in bytes."""
-
-    def __init__(self, device):
-        self.device = device
-
-    def __enter__(self):
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(self.device)
-        self.start = torch.cuda.memory_allocated(self.device)
-        self.peak = None
-        return self
-
-    def __exit__(self, *exc):
-        self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
-
-
-def measure_latency(network_opt, lr_size, device, repeats=5, warmup=1):
-    """``(median seconds of one forward, peak memory in bytes or None)``; see the module docstring."""
-    device = torch.device(device)
-    cuda = device.type == 'cuda'
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    with (_CUDAPeakMemory(device) if cuda else _CPUPeakMemory()) as memory:
-        net = build_network(network_opt, device)
-        inputs = example_inputs(net, network_opt, lr_size, device)
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                sync()
-                start = time.perf_counter()
-                net(*inputs)
-                sync()
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-        del net, inputs
-    return statistics.median(times), memory.peak
-
-
 # ------------------------------------------------------------------------------------------ table
 @dataclass
 class Row:
@@ -233,7 +121,7 @@ class Row:
     params: int
     trainable: int
     macs: int
-    latency_s: float = None
+    latency: Latency = None
     peak_bytes: int = None
 
 
@@ -245,7 +133,7 @@ def measure(variant, lr_size, device=None, repeats=5, warmup=1):
         macs = count_macs(net, example_inputs(net, variant.network_opt, lr_size, 'meta'))
         row = Row(variant, params, trainable, macs)
         if device is not None:
-            row.latency_s, row.peak_bytes = measure_latency(variant.network_opt, lr_size, device, repeats, warmup)
+            row.latency, row.peak_bytes = measure_latency(variant.network_opt, lr_size, device, repeats, warmup)
     except RuntimeError as err:
         raise ReportError(f'{variant.label} fails at LR {lr_size[0]}x{lr_size[1]} '
                           f'(configured in {variant.where}): {err}') from err
@@ -263,20 +151,24 @@ def format_table(rows, lr_size, device=None, repeats=5, warmup=1, scale=0):
              '- Teachers are fed a random HR (gt) of scale x the LR size as well.']
     columns = ['#', 'configured in', 'network', 'params', 'trainable', f'MACs (G) @ {h}x{w}']
     if device is not None:
-        memory = ('peak CUDA memory allocated above the level before the network was built'
-                  if torch.device(device).type == 'cuda' else
+        cuda = torch.device(device).type == 'cuda'
+        memory = ('peak CUDA memory allocated above the level before the network was built' if cuda else
                   'peak resident memory (VmHWM) above the resident size before the network was built')
-        lines += [f'- Latency: median of {repeats} runs after {warmup} warm-up, batch 1, float32, {device}, '
-                  'torch.inference_mode' + (', synchronised' if torch.device(device).type == 'cuda' else '') + '.',
+        cpu_note = ('CPU time not measured on CUDA' if cuda else
+                    f'CPU: the smallest process CPU time (all threads) of the {repeats} runs')
+        lines += [f'- Latency: {repeats} runs after {warmup} warm-up, batch 1, float32, {device}, '
+                  'torch.inference_mode' + (', synchronised' if cuda else '') + f'; wall: the median; {cpu_note}; '
+                  f'torch.get_num_threads() = {torch.get_num_threads()}.',
                   f'- Peak memory: {memory} (network, input and the runs).']
-        columns += [f'latency (ms) @ {h}x{w}', 'peak memory (MiB)']
+        columns += [f'wall (ms) @ {h}x{w}', f'CPU (ms) @ {h}x{w}', 'peak memory (MiB)']
     lines += ['', '| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
     for i, row in enumerate(rows, 1):
         cells = [str(i), row.variant.where, f'`{row.variant.label}`', f'{row.params:,}',
                  f'{row.trainable:,}', f'{row.macs / 1e9:.2f}']
         if device is not None:
             peak = UNAVAILABLE if row.peak_bytes is None else f'{row.peak_bytes / 2**20:.0f}'
-            cells += [f'{row.latency_s * 1e3:.1f}', peak]
+            cpu = UNAVAILABLE if row.latency.cpu_s is None else f'{row.latency.cpu_s * 1e3:.1f}'
+            cells += [f'{row.latency.wall_s * 1e3:.1f}', cpu, peak]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 
@@ -293,6 +185,8 @@ def build_parser():
     parser.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or auto (default %(default)s)')
     parser.add_argument('--repeats', type=positive_int, default=5, help='timed runs per network (default %(default)s)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first (default %(default)s)')
+    parser.add_argument('--threads', type=positive_int,
+                        help="torch's intra-op threads for the timed runs (default: torch's own choice)")
     parser.add_argument('--no-latency', action='store_true', help='parameters and MACs only (no real compute)')
     parser.add_argument('-o', '--out', '--output', help='also write the markdown report to this file')
     return parser
@@ -302,6 +196,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import kdsr_pdd.plugin  # noqa: F401  (registers the archs)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = None
     if not args.no_latency:
         device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
