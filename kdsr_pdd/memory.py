@@ -3,7 +3,7 @@
 PyTorch's CPU tensors come from malloc. glibc serves a block above its mmap threshold (32 MiB at most)
 with a fresh mapping that is unmapped when freed, so every large feature map is page-faulted in (and
 zeroed by the kernel) again and again: Real-ESRGAN x4plus on a 512x512 LR image on one CPU thread spent
-88 s in the kernel for 70 s of user time (34 M minor page faults; INFER_NOTES.md). Raising the mmap
+88 s in the kernel for 70 s of user time (34 M minor page faults; docs/inference.md). Raising the mmap
 threshold to its maximum does not help those maps, which are larger; serving every block from the heap
 and keeping freed memory does: 2 s of system time, 1.2 M faults, about 10% more peak memory.
 

@@ -5,7 +5,7 @@ the CPU; the network runs on ``device`` (fp16 when ``half``). The arch family de
 run (:meth:`kdsr_pdd.networks.Family.image_function`, e.g. a KDSR student's IDR once per image).
 
 Tiles (:mod:`kdsr_pdd.tiling`): ``tile=None`` tiles an image of more than :data:`AUTO_TILE_PIXELS` LR
-pixels with :data:`AUTO_TILE` tiles (measured on CPU: INFER_NOTES.md), ``0`` never tiles, ``N`` tiles of N.
+pixels with :data:`AUTO_TILE` tiles (measured on CPU: docs/inference.md), ``0`` never tiles, ``N`` tiles of N.
 Without an explicit ``tile_pad`` the context is derived once per network: the family's receptive-field
 radius when it can count one of at most :data:`REACH` pixels (tiles are then exact), else measured with a
 probe (:func:`kdsr_pdd.tiling.measure_context`): the cheapest pad and blend whose predicted seam error is
@@ -27,7 +27,7 @@ from kdsr_pdd.memory import release_free_memory
 from kdsr_pdd.networks import NetworkError, family_of
 from kdsr_pdd.tiling import measure_context, tile_count, tiled_map, tiled_spatial_mean
 
-# Measured with Real-ESRGAN x4plus on CPU (INFER_NOTES.md): a whole pass peaks at ~1.1 GB + 15 KB per LR pixel
+# Measured with Real-ESRGAN x4plus on CPU (docs/inference.md): a whole pass peaks at ~1.1 GB + 15 KB per LR pixel
 # (~8.5 GB at 500,000 pixels, ~34 GB at 1500x1500); 400-pixel tiles with their context peak at ~6 GB.
 AUTO_TILE_PIXELS = 500_000
 AUTO_TILE = 400
