@@ -101,7 +101,7 @@ def test_adaptation_findings_against_the_generalist_and_their_start():
     assert rows[NAIVE] == f'| {NAIVE} | {SPECIALIST} | +0.50 dB / +0.0000 | +1.00 dB / +0.0000 | +1.00 dB / +0.0000 |'
     assert rows[STATIC].split(' | ')[2:4] == ['-1.00 dB / +0.0000', '-0.50 dB / +0.0000']
     assert rows[EMA].split(' | ')[1:3] == [GENERALIST, '+0.25 dB / +0.0000']  # PDD-EMA starts from the generalist
-    assert lines[-1].startswith(f'On the target domain {NAIVE}, {EMA} are above the generalist in PSNR.')
+    assert lines[-1].startswith(f'On the target domain {NAIVE} and {EMA} are above the generalist in PSNR.')
 
 
 class FakeRecipe:

@@ -120,7 +120,8 @@ def _adaptation_findings(results):
                  ((generalist, TARGET), (start, TARGET), (generalist, SYNTHETIC))]
         lines.append(f'| {label} | {start} | ' + ' | '.join(f'{p:+.2f} dB / {s:+.4f}' for p, s in cells) + ' |')
     better = [label for label, _, _, _ in PDD_ROWS[2:] if _change(results, label, generalist, TARGET)[0] > 0]
-    lines += ['', f'On the target domain {", ".join(better) if better else "none of the three"} '
+    named = ' and '.join([', '.join(better[:-1]), better[-1]] if len(better) > 1 else better) or 'none of the three'
+    lines += ['', f'On the target domain {named} '
               f'{"is" if len(better) == 1 else "are"} above the generalist in PSNR. The paper (Fig. 4) finds naive '
               'distillation keeping or improving PSNR but losing perceptual quality, PDD-Static improving PSNR, '
               'and PDD-EMA improving every metric most; perceptual metrics (LPIPS, NRQM) are not measured here.']
