@@ -50,8 +50,9 @@ PDD_ROWS = (  # (table row, what it is, test option file, result name)
      'the EMA is tested (`pdd_ema.yml`)', 'test_ema.yml', 'evidence_pdd_test_ema'),
 )
 SHORTENED = ('The option files\' lengths (60 iterations for the specialist, 40 for each adaptation) were cut from '
-             '100 and 60 so that the study fits in about 35 minutes on the loaded 2-core machine it was first run '
-             'on; `--iters` overrides them for quick checks only.')
+             '100 and 60 when the first iterations on the loaded 2-core machine it was first run on (about 4.7 s '
+             'each) put the original lengths near 35 minutes; the shortened study then took about 17 minutes there. '
+             '`--iters` overrides the lengths for quick checks only.')
 PDD_TABLE = 'pdd_ablation'
 PDD_FIGURE_IMAGE = 'coffee_0'  # the held-out colour crop shown side by side
 TARGET, SYNTHETIC = 'target_domain', 'bicubic_domain'  # dataset names of the test option files
@@ -100,10 +101,11 @@ def _specialist_finding(results):
                      'domain and the generalist on the target domain, in PSNR.')
     elif gains[SYNTHETIC] > 0:
         lines.append('Not the paper\'s premise (a specialist better on the synthetic domain, the generalist better '
-                     'on the real one) in PSNR: the specialist is better on both domains. A likely reason: an L1 '
-                     'specialist trades the generalist\'s GAN textures for smoother outputs, which PSNR / SSIM '
-                     'reward whatever the LR; the paper\'s specialist is a GAN (ESRGAN). Compare the outputs in the '
-                     'side-by-side figure. The adaptations below start from this specialist all the same.')
+                     'on the real one) in PSNR: the specialist is better on both domains. PSNR / SSIM measure '
+                     'fidelity only; the paper\'s comparison also uses perceptual metrics (LPIPS, NRQM), which are '
+                     'not measured here, and its specialist is a GAN (ESRGAN), not an L1 fine-tuning. The side-by-side '
+                     'figure shows what each model does with the target-domain noise and JPEG blocks. The '
+                     'adaptations below start from this specialist all the same.')
     else:
         lines.append('Not even a specialist: after its fine-tuning the x4plus is not better than the released one on '
                      'the bicubic domain in PSNR (too short a tuning at this scale?), so the adaptations that start '
