@@ -124,7 +124,8 @@ def vgg_environment(workdir):
 
 def length_overrides(iters, option_file):
     """``--force_yml`` entries that shorten the training of ``option_file`` to ``iters`` iterations (none when
-    ``iters`` is None); a GAN training (``train.net_d_init_iters``) keeps D alone for its first quarter."""
+    ``iters`` is None); a GAN training (``train.net_d_init_iters``) keeps D alone for its first quarter, and a
+    supervised-only start (``train.distill_warmup_iters``) lasts another quarter, so that the rest distils."""
     if iters is None:
         return []
     force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}',
@@ -135,6 +136,8 @@ def length_overrides(iters, option_file):
         train = yaml.safe_load(f).get('train') or {}
     if 'net_d_init_iters' in train:
         force.append(f'train:net_d_init_iters={max(iters // 4, 1)}')
+    if 'distill_warmup_iters' in train:
+        force.append(f'train:distill_warmup_iters={max(iters // 4, 1)}')
     return ['--force_yml', *force]
 
 

@@ -157,3 +157,14 @@ def test_a_failing_step_is_one_line(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match=r'^error: evidence pdd: step 2 failed \(exit 1\): kdsr-pdd train \.\.\.; '
                        r'its output: steps/02_train.log$'):
         evidence.main(['pdd', '--workdir', str(tmp_path), '--threads', '1', '--iters', '3'])
+
+
+def test_shortened_pdd_ema_training_still_distils(tmp_path):
+    from kdsr_pdd.recipes import length_overrides
+
+    option_file = tmp_path / 'ema.yml'
+    option_file.write_text('train:\n  total_iter: 100\n  net_d_init_iters: 5\n  distill_warmup_iters: 5\n')
+    force = length_overrides(20, option_file)
+    assert force[0] == '--force_yml'
+    assert {'train:total_iter=20', 'train:net_d_init_iters=5', 'train:distill_warmup_iters=5'} <= set(force[1:])
+    assert length_overrides(None, option_file) == []
