@@ -3,7 +3,8 @@ student upscales an image tile by tile with one IDR per image (see :mod:`kdsr_pd
 import re
 
 from kdsr_arch.archs import IDRDDC, KDSRStudent, KDSRTeacher
-from kdsr_pdd.networks import Family, NetworkInfo, conv_radius, register_family
+from kdsr_pdd.network_info import NetworkInfo
+from kdsr_pdd.networks import Family, conv_radius, register_family
 
 _SR_BLOCK = re.compile(r'^G\.body\.0\.body\.(\d+)\.conv1\.weight$')
 _ENCODER_RES = re.compile(r'^(?:E|E_st)\.E\.(\d+)\.body\.0\.weight$')

@@ -9,7 +9,7 @@ function, clamps to [0, 1] and crops back), so the commands run it like any othe
 """
 import torch
 
-from kdsr_pdd.networks import NetworkError, NetworkInfo
+from kdsr_pdd.network_info import NetworkError, NetworkInfo
 
 _LOAD_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, AssertionError, IndexError, AttributeError)
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from kdsr_pdd.memory import release_free_memory
-from kdsr_pdd.networks import NetworkError, family_of
+from kdsr_pdd.network_info import NetworkError
+from kdsr_pdd.networks import family_of
 from kdsr_pdd.tiling import measure_context, tile_count, tiled_map, tiled_spatial_mean
 
 # Measured with Real-ESRGAN x4plus on CPU (docs/inference.md): a whole pass peaks at ~1.1 GB + 15 KB per LR pixel
@@ -55,7 +56,7 @@ class Upscaler:
 
     Args:
         net: the network, in eval mode.
-        info: its :class:`kdsr_pdd.networks.NetworkInfo`.
+        info: its :class:`kdsr_pdd.network_info.NetworkInfo`.
         device: where it runs. half: fp16 weights and inputs.
         tile: tile size in LR pixels: None automatic, 0 whole image (see the module docstring).
         tile_pad: context around each tile in LR pixels; None derives it.

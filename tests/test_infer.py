@@ -27,7 +27,8 @@ from infer_helpers import (
 import kdsr_pdd.plugin  # noqa: F401  (registers the plugin into BasicSR)
 from kdsr_arch.archs import KDSRTeacher
 from kdsr_pdd.commands.infer import main
-from kdsr_pdd.networks import NetworkInfo, family_of
+from kdsr_pdd.network_info import NetworkInfo
+from kdsr_pdd.networks import family_of
 from kdsr_pdd.tiling import _blend_weights, measure_context, tile_spans, tiled_map, tiled_spatial_mean
 from kdsr_pdd.upscaler import AUTO_TILE
 from kdsr_pdd.upscaler import Upscaler as _Upscaler

@@ -19,7 +19,8 @@ import warnings
 import torch
 
 from kdsr_pdd.commands.cli import CommandParser, fail, parse_size
-from kdsr_pdd.networks import NetworkError, load_network, resolve_network_opt
+from kdsr_pdd.network_info import NetworkError
+from kdsr_pdd.networks import load_network, resolve_network_opt
 
 
 def export_onnx(net, out_path, opset=17, in_channels=3, multiple=1):
