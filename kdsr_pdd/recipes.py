@@ -62,6 +62,16 @@ class Recipe:
             raise RecipeError(f'step {self.steps} failed (exit {process.returncode}): {command}; '
                               f'its output: {log_path}')
 
+    def train(self, option_file, experiment, iters=None):
+        """``train -opt option_file`` (shortened to ``iters`` iterations when given), then its last validation."""
+        self.run('train', '-opt', option_file, *length_overrides(iters, option_file))
+        print_summary('validation', osp.join(self.workdir, 'experiments', experiment))
+
+    def test(self, option_file, result, label):
+        """``test -opt option_file``, then one line per data set of ``results/<result>``, labelled ``label``."""
+        self.run('test', '-opt', option_file)
+        print_summary(label, osp.join(self.workdir, 'results', result))
+
     def environment(self):
         """Markdown lines: what the figures depend on (thread count, versions, CPU / GPU)."""
         versions = ', '.join(f'{name} {_version(name)}' for name in ('torch', 'torchvision', 'basicsr', 'numpy',

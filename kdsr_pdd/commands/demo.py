@@ -55,19 +55,15 @@ def _write_readme(recipe, out):
         f.write('\n'.join(lines) + '\n')
 
 
-def run_demo(recipe, workdir, iters):
+def run_demo(recipe, iters):
     """The steps 2-4 of the module docstring."""
-    from kdsr_pdd.recipes import length_overrides, print_summary
-
     out = recipe.report_dir
     for title, option_file, name in TRAININGS:
         print(f'\n== {title}', flush=True)
-        recipe.run('train', '-opt', OPTIONS / option_file, *length_overrides(iters, OPTIONS / option_file))
-        print_summary('validation', osp.join(workdir, 'experiments', name))
+        recipe.train(OPTIONS / option_file, name, iters)
     print('\n== Tests', flush=True)
     for title, option_file, name in TESTS:
-        recipe.run('test', '-opt', OPTIONS / option_file)
-        print_summary(title, osp.join(workdir, 'results', name))
+        recipe.test(OPTIONS / option_file, name, title)
     print('\n== Report, tables, figures', flush=True)
     recipe.run('report', '--options-glob', OPTIONS / '*.yml', '--lr-size', '45x80', '-o', osp.join(out, 'models.md'))
     for _, tests, extra, table in TABLES:
@@ -109,7 +105,7 @@ def main(argv=None):
         if args.build_only:
             return 0
         recipe = Recipe(workdir, osp.join(workdir, 'results', 'demo_report'), args.threads, vgg_environment(workdir))
-        run_demo(recipe, workdir, args.iters)
+        run_demo(recipe, args.iters)
     except RecipeError as err:
         fail(f'demo: {err}')
     return 0

@@ -185,7 +185,7 @@ def _heldout_description():
 def run_pdd(workdir, threads, iters):
     """The ``pdd`` study (see the module docstring)."""
     from kdsr_pdd.demo_data import build_demo_data, build_evidence_data
-    from kdsr_pdd.recipes import Recipe, length_overrides, prepare_generalist, print_summary, vgg_environment
+    from kdsr_pdd.recipes import Recipe, prepare_generalist, vgg_environment
 
     print(f'Building the demo and evidence data in {osp.join(workdir, "datasets")} ...', flush=True)
     build_demo_data(osp.join(workdir, 'datasets', 'demo'))
@@ -196,12 +196,10 @@ def run_pdd(workdir, threads, iters):
     out = recipe.report_dir
     for title, option_file, name in PDD_TRAININGS:
         print(f'\n== {title}', flush=True)
-        recipe.run('train', '-opt', PDD_OPTIONS / option_file, *length_overrides(iters, PDD_OPTIONS / option_file))
-        print_summary('validation', osp.join(workdir, 'experiments', name))
+        recipe.train(PDD_OPTIONS / option_file, name, iters)
     print('\n== Tests on the held-out crops of the target and the bicubic domain', flush=True)
     for label, _, option_file, name in PDD_ROWS:
-        recipe.run('test', '-opt', PDD_OPTIONS / option_file)
-        print_summary(label, osp.join(workdir, 'results', name))
+        recipe.test(PDD_OPTIONS / option_file, name, label)
     print('\n== Table and figure', flush=True)
     recipe.run('tables', *(osp.join('results', row[3]) for row in PDD_ROWS), '--labels', *(row[0] for row in PDD_ROWS),
                '--metrics', 'psnr', 'ssim', '--datasets', TARGET, SYNTHETIC, '-o', osp.join(out, PDD_TABLE))
