@@ -24,8 +24,9 @@ def test_quick_selfcheck_on_cpu_passes_and_reports_every_section(tmp_path):
             assert row and 'l_' in row.group(1), (scheme, precision)
     assert '| VGG19 (perceptual and PDD losses) | missing |' in report  # this TORCH_HOME has none
     assert re.search(r'^\| BasicSR mend: .* \| ok \|', report, re.M) and '| FAIL |' not in report
-    fp16 = re.search(r'^\| x4plus fp16, .* \| ok \| ([0-9.]+) \|', report, re.M)
-    assert fp16 and float(fp16.group(1)) >= selfcheck.FP16_MIN_PSNR
+    for precision in ('fp16', 'bf16'):
+        half = re.search(rf'^\| x4plus {precision}, .* \| ok \| ([0-9.]+) \|', report, re.M)
+        assert half and float(half.group(1)) >= selfcheck.HALF_MIN_PSNR, precision
     gan = re.search(r'here: (\d+)% of x4plus\'s MACs', report)
     assert gan and 70 <= int(gan.group(1)) <= 80  # the KDSR paper: 75% of Real-ESRGAN's FLOPs
     assert 'All checks passed.' in out.stdout
