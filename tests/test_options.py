@@ -15,8 +15,8 @@ OPTION_FILES = sorted(glob.glob(osp.join(REPO, 'options', '**', '*.yml'), recurs
 
 
 def is_training_file(path):
-    demo_training = f'{osp.sep}demo{osp.sep}' in path and not osp.basename(path).startswith('test_')
-    return f'{osp.sep}train{osp.sep}' in path or demo_training
+    recipe = any(f'{osp.sep}{folder}{osp.sep}' in path for folder in ('demo', 'evidence'))
+    return f'{osp.sep}train{osp.sep}' in path or (recipe and not osp.basename(path).startswith('test_'))
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=lambda p: osp.relpath(p, REPO))
