@@ -307,8 +307,9 @@ def readme_text(probe, psnr, steps, environment, elapsed):
         lines.append(f'| {title} | `{command}` | {"reused" if reused else f"{wall:.0f}"} | '
                      f'{"reused" if reused else f"{cpu:.0f}"} |')
     if any(step[4] for step in steps):
-        lines += ['', '"reused": the training\'s final checkpoint was already in the work folder (the same command '
-                  'run before); it was not run again.']
+        lines += ['', '"reused": the training\'s final checkpoint (and its `net_g_latest.pth`) was already in the work '
+                  'folder\'s `experiments/`, so it was not run again here; where it came from is in the logs and the '
+                  'option file kept in that experiment folder.']
     lines += ['', '## What the figures depend on', '', *environment,
               f'- time: {elapsed[0] / 60:.1f} min wall, {elapsed[1] / 60:.1f} min CPU (steps and probe)', '']
     return '\n'.join(lines)
