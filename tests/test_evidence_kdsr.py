@@ -74,3 +74,17 @@ def test_the_recipe_names_match_the_option_files():
     for option_file in ('student_x4.yml', 'student_nokd_x4.yml'):
         path = read_option_file(osp.join(REPO, 'options', 'evidence', 'kdsr', option_file))['path']
         assert path['pretrain_network_teacher'] == f'experiments/{teacher["name"]}/models/net_g_latest.pth'
+
+
+def test_probe_set_and_checkpoint_listing(tmp_path):
+    items, photo_ids = study.probe_items()
+    assert len(items) == 4 * len(study.HELDOUT_PHOTOS) and photo_ids.tolist() == sorted(photo_ids.tolist())
+    assert {tuple(hr.shape) for _, hr in items} == {(3, study.PROBE_CROP, study.PROBE_CROP)}
+    assert 0 <= min(float(hr.min()) for _, hr in items) and max(float(hr.max()) for _, hr in items) <= 1
+    assert not set(study.HELDOUT_PHOTOS) & set(study.TRAIN_PHOTOS)
+    models = tmp_path / 'models'
+    models.mkdir()
+    for name in ('net_g_10000.pth', 'net_g_2000.pth', 'net_g_latest.pth', 'net_d_2000.pth'):
+        (models / name).write_bytes(b'')
+    assert [i for i, _ in study.checkpoints(str(tmp_path))] == [2000, 10000]
+    assert study.checkpoints(str(tmp_path / 'missing')) == []
