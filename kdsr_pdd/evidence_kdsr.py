@@ -279,8 +279,15 @@ def readme_text(probe, psnr, steps, environment, elapsed):
     lines += ['', f'All targets reached: **{"yes" if all(v[3] for v in verdicts) else "no"}**.', '']
     constant = probe.get('constant_cosine')
     if constant is not None:
-        lines += [f'A cosine alone is weak evidence: the constant mean teacher IDR reaches cosine {constant:.3f} '
-                  'on the same probe set, and a constant has R² <= 0.', '']
+        student = _final(probe['runs'], 'student')
+        lines += [f'A cosine alone is weak evidence: the constant mean teacher IDR (no information at all, R² <= 0) '
+                  f'reaches cosine {constant:.3f} on the same probe set'
+                  + (' and would pass the cosine target by itself.' if constant >= 0.9 else '.')]
+        if student is not None and student.get('cosine') is not None:
+            above = student['cosine'] > constant
+            lines.append(f'The KD student\'s cosine {student["cosine"]:.3f} is {"above" if above else "**not** above"} '
+                         'that constant baseline.')
+        lines.append('')
     nokd = _final(probe['runs'], 'student_nokd')
     if nokd is not None:
         lines += [f'Ablation, no-KD student at its final checkpoint: R² {_number(nokd["r2"])}, cosine '
