@@ -7,7 +7,8 @@ commands run by :class:`kdsr_pdd.recipes.Recipe`:
    Gaussian8 x4 set;
 2. the recipe of ``options/evidence/kdsr/``: a tiny KDSR teacher trained long enough for its IDR to leave the
    content-only plateau (28k iterations), a student distilled from it (20k iterations of encoder-only KD
-   warm-up at lr 1e-3, then 4k of joint L1 + KD) and the same student without KD (the ablation, same length);
+   warm-up at lr 1e-3, then 4k of joint L1 + KD) and the same student without KD (the ablation: KD weight 0, the
+   same 24k iterations end to end with L1, since the warm-up's only loss is the KD term);
 3. every saved checkpoint probed on the held-out photos (:mod:`kdsr_pdd.idr_probe`: leave-one-photo-out
    ridge R^2 of sigma from the IDR, within/between variation ratio, student-teacher cosine), the final
    models tested on Gaussian8;
@@ -72,8 +73,8 @@ TRAININGS = (  # (key, title, option file, experiment name)
     ('teacher', 'KDSR teacher (encoder sees LR + HR), L1', 'teacher_x4.yml', 'evidence_kdsr_teacher_x4'),
     ('student', 'KDSR student: encoder-only KD warm-up (lr 1e-3), then joint L1 + KD', 'student_x4.yml',
      'evidence_kdsr_student_x4'),
-    ('student_nokd', 'No-KD student (ablation): the same schedule with the KD weight 0', 'student_nokd_x4.yml',
-     'evidence_kdsr_student_nokd_x4'),
+    ('student_nokd', 'No-KD student (ablation): KD weight 0, the same length trained end to end with L1',
+     'student_nokd_x4.yml', 'evidence_kdsr_student_nokd_x4'),
 )
 TESTS = (  # (key, table row, option file, result name)
     ('teacher', 'KDSR teacher (sees the HR)', 'test_teacher_x4.yml', 'evidence_kdsr_test_teacher_x4'),

@@ -211,8 +211,17 @@ def run_pdd(workdir, threads, iters):
     print('\n' + open(osp.join(out, 'README.md'), encoding='utf-8').read())
 
 
+def run_kdsr(workdir, threads, iters):
+    """The ``kdsr`` study (:mod:`kdsr_pdd.evidence_kdsr`)."""
+    from kdsr_pdd.evidence_kdsr import run_kdsr as run
+
+    run(workdir, threads, iters)
+
+
 STUDIES = {  # name -> (help, runner(workdir, threads, iters)); each runner writes results/evidence_<name>/
     'pdd': ('PDD ablation: generalist vs naive distillation vs PDD-Static vs PDD-EMA on the target domain', run_pdd),
+    'kdsr': ('KDSR IDR evidence: does the IDR encode the blur (teacher, KD student, no-KD ablation; probe curves)',
+             run_kdsr),
 }
 
 
