@@ -84,11 +84,11 @@ def test_wrong_types_and_arguments_are_named_with_their_path():
     assert 'val.metrics.ssim.crop_boarder: unknown argument of calculate_ssim; did you mean crop_border?' in found
 
 
-def test_missing_paths_are_all_reported_at_once(tmp_path):
+def test_missing_paths_are_all_reported_at_once(tmp_path, monkeypatch):
     opt = demo_student()
-    found = []
+    monkeypatch.chdir(tmp_path)  # relative paths are read from the working folder: no datasets/demo in this one
     with pytest.raises(OptionsError) as info:
-        validate_options(opt, 'x.yml', check_paths=True)  # the repository has no datasets/demo here
+        validate_options(opt, 'x.yml', check_paths=True)
     found = info.value.problems
     assert sum('no such file or folder' in p or 'no such file;' in p for p in found) == 4, found
     assert {p.split(':')[0] for p in found} == {'datasets.train.dataroot_gt', 'datasets.val.dataroot_gt',
