@@ -593,13 +593,12 @@ def convert(param_path, bin_path):
 def write_checkpoint(state_dict, out_path):
     """Write ``{'params_ema': state_dict}`` (float32 tensors) to ``out_path`` as Real-ESRGAN releases are.
 
-    Plain :func:`torch.save`, to a temporary file in the same folder renamed into place.
+    Plain :func:`torch.save`, to a temporary file in the same folder (created if missing, e.g. ``weights/``)
+    renamed into place.
     """
     from kdsr_pdd.checkpoints import atomic_torch_save
 
-    folder = osp.dirname(osp.abspath(out_path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'{out_path}: the folder {folder} does not exist; create it first')
+    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
     tensors = {key: value.detach().to(torch.float32).contiguous() for key, value in state_dict.items()}
     atomic_torch_save({'params_ema': tensors}, out_path)
 

@@ -197,7 +197,7 @@ def test_packaged_models_are_found_without_importing_the_package(monkeypatch):
 
 
 def test_command_writes_a_real_esrgan_checkpoint(tmp_path, converted):
-    out = tmp_path / 'compact.pth'
+    out = tmp_path / 'weights' / 'compact.pth'  # a folder that does not exist yet, as the README's weights/
     result = run_entry(['kdsr_pdd', 'convert', 'ncnn', *ncnn_convert.packaged_model_files(COMPACT), str(out)], cwd=REPO)
     assert result.stdout.count('\n') == 1 and '"type": "SRVGGNetCompact"' in result.stdout
     assert '621,424 parameters' in result.stdout
@@ -206,7 +206,7 @@ def test_command_writes_a_real_esrgan_checkpoint(tmp_path, converted):
     expected = converted(COMPACT)[1]
     assert list(checkpoint['params_ema']) == list(expected)
     assert all(torch.equal(checkpoint['params_ema'][k], v) for k, v in expected.items())
-    assert os.listdir(tmp_path) == ['compact.pth']  # no temporary file left
+    assert os.listdir(out.parent) == ['compact.pth']  # no temporary file left
 
 
 def test_command_refuses_a_bad_model_in_one_line(tmp_path):
