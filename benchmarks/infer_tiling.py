@@ -65,7 +65,10 @@ def main(argv=None):
     from kdsr_pdd.upscaler import Upscaler
 
     torch.set_num_threads(args.threads)
-    net, info = load_network(args.checkpoint)
+    try:
+        net, info = load_network(args.checkpoint)
+    except (OSError, ValueError) as err:  # missing / unreadable checkpoint, NetworkError, CheckpointError
+        parser.exit(2, f'error: {err}\n')
     x = photo(args.size)
     upscaler = Upscaler(net, info, tile=args.tile, tile_pad=args.tile_pad)
     start = time.perf_counter()
