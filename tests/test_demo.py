@@ -1,4 +1,4 @@
-"""The README's main job, `python -m kdsr_pdd.demo`, end to end with a few iterations per stage."""
+"""The README's main job, `kdsr-pdd demo` (`make demo`), end to end with a few iterations per stage."""
 import os
 import subprocess
 import sys

@@ -64,7 +64,7 @@ def write_basicsr_log(path, blocks, metrics=METRICS, name='exp', iters=None):
 
 
 def make_test_results(root, name, blocks, metrics=METRICS, stamp='20261123_154001'):
-    """``root/name/test_<name>_<stamp>.log``, as ``python -m kdsr_pdd.test`` leaves it under results/."""
+    """``root/name/test_<name>_<stamp>.log``, as ``kdsr-pdd test`` leaves it under results/."""
     folder = root / name
     folder.mkdir(parents=True, exist_ok=True)
     write_basicsr_log(folder / f'test_{name}_{stamp}.log', blocks, metrics, name)
