@@ -98,26 +98,6 @@ def _options():
     return options_dir() / 'evidence' / 'kdsr'
 
 
-def _scaled(value, factor):
-    return max(1, round(value * factor))
-
-
-def length_overrides(iters, train):
-    """``--force_yml`` entries that shorten a training of ``train`` (its option mapping's ``train``) to ``iters``
-    iterations, every milestone and the warm-up scaled alike, 4 checkpoints (none when ``iters`` is None)."""
-    if iters is None:
-        return []
-    factor = iters / train['total_iter']
-    force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:print_freq={iters}',
-             f'logger:save_checkpoint_freq={max(iters // 4, 1)}',
-             f'train:scheduler:milestones={[_scaled(m, factor) for m in train["scheduler"]["milestones"]]}']
-    if train.get('encoder_warmup_iters'):
-        force += [f'train:encoder_warmup_iters={_scaled(train["encoder_warmup_iters"], factor)}',
-                  f'train:encoder_warmup_milestones='
-                  f'{[_scaled(m, factor) for m in train.get("encoder_warmup_milestones", [])]}']
-    return ['--force_yml', *force]
-
-
 def _option(option_file):
     from kdsr_pdd.schema import read_option_file
 
@@ -358,7 +338,7 @@ def run_kdsr(workdir, threads, iters):
 
     import torch
 
-    from kdsr_pdd.recipes import Recipe
+    from kdsr_pdd.recipes import Recipe, length_overrides
 
     start_wall, start_cpu = time.time(), time.process_time() + _children_cpu()
     print(f'Building the study data in {osp.join(workdir, DATA)} ...', flush=True)
@@ -368,7 +348,8 @@ def run_kdsr(workdir, threads, iters):
     for key, title, option_file, name in TRAININGS:
         print(f'\n== {title}', flush=True)
         option = _option(option_file)
-        args = ('train', '-opt', _options() / option_file, *length_overrides(iters, option['train']))
+        args = ('train', '-opt', _options() / option_file,
+                *length_overrides(iters, _options() / option_file, checkpoints=4))
         final = _final_checkpoint(workdir, name, iters or option['train']['total_iter'])
         if osp.isfile(final) and osp.isfile(osp.join(osp.dirname(final), 'net_g_latest.pth')):
             print(f'   reused: {final} exists (the command would be: {shlex.join(["kdsr-pdd", *map(str, args)])})')

@@ -132,22 +132,33 @@ def vgg_environment(workdir):
         return {'KDSR_PDD_VGG19': stand_in}
 
 
-def length_overrides(iters, option_file):
+def length_overrides(iters, option_file, checkpoints=1):
     """``--force_yml`` entries that shorten the training of ``option_file`` to ``iters`` iterations (none when
-    ``iters`` is None); a GAN training (``train.net_d_init_iters``) keeps D alone for its first quarter, and a
-    supervised-only start (``train.distill_warmup_iters``) lasts another quarter, so that the rest distils."""
+    ``iters`` is None), for quick checks: ``checkpoints`` evenly spaced checkpoints, the lr milestones and an
+    encoder-only warm-up (``train.encoder_warmup_*``) scaled alike; a GAN training (``train.net_d_init_iters``)
+    keeps D alone for its first quarter and a supervised-only start (``train.distill_warmup_iters``) lasts
+    another quarter, so that the rest distils."""
     if iters is None:
         return []
-    force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:save_checkpoint_freq={iters}',
-             f'logger:print_freq={iters}']
     import yaml
 
     with open(option_file, encoding='utf-8') as f:
         train = yaml.safe_load(f).get('train') or {}
-    if 'net_d_init_iters' in train:
-        force.append(f'train:net_d_init_iters={max(iters // 4, 1)}')
-    if 'distill_warmup_iters' in train:
-        force.append(f'train:distill_warmup_iters={max(iters // 4, 1)}')
+    factor = iters / train['total_iter'] if train.get('total_iter') else 1
+
+    def scaled(value):
+        return max(1, round(value * factor))
+
+    force = [f'train:total_iter={iters}', f'val:val_freq={iters}', f'logger:print_freq={iters}',
+             f'logger:save_checkpoint_freq={max(iters // checkpoints, 1)}']
+    if 'milestones' in (train.get('scheduler') or {}):
+        force.append(f'train:scheduler:milestones={[scaled(m) for m in train["scheduler"]["milestones"]]}')
+    if train.get('encoder_warmup_iters'):
+        force += [f'train:encoder_warmup_iters={scaled(train["encoder_warmup_iters"])}',
+                  f'train:encoder_warmup_milestones={[scaled(m) for m in train.get("encoder_warmup_milestones", [])]}']
+    for key in ('net_d_init_iters', 'distill_warmup_iters'):
+        if key in train:
+            force.append(f'train:{key}={max(iters // 4, 1)}')
     return ['--force_yml', *force]
 
 

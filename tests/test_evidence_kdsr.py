@@ -56,9 +56,11 @@ def test_a_missed_target_and_a_missing_run_are_named():
 
 
 def test_length_overrides_scale_milestones_and_the_warm_up():
-    train = read_option_file(osp.join(REPO, 'options', 'evidence', 'kdsr', 'student_x4.yml'))['train']
-    assert study.length_overrides(None, train) == []
-    force = study.length_overrides(240, train)
+    from kdsr_pdd.recipes import length_overrides
+
+    option_file = osp.join(REPO, 'options', 'evidence', 'kdsr', 'student_x4.yml')
+    assert length_overrides(None, option_file) == []
+    force = length_overrides(240, option_file, checkpoints=4)
     assert force[0] == '--force_yml'
     assert {'train:total_iter=240', 'logger:save_checkpoint_freq=60', 'train:scheduler:milestones=[230]',
             'train:encoder_warmup_iters=200', 'train:encoder_warmup_milestones=[160]'} <= set(force[1:])
