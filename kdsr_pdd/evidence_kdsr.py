@@ -236,24 +236,10 @@ def curve_table(probe):
     return lines
 
 
-def readme_text(probe, psnr, steps, environment, elapsed):
-    """The README of the study.
-
-    Args:
-        probe: :func:`probe_runs`'s result.
-        psnr: ``{key: mean Gaussian8 PSNR}`` of the final models (missing keys: not tested).
-        steps: ``[(title, command, wall s, CPU s, reused)]`` of the trainings and tests.
-        environment: markdown lines (thread count, versions, machine).
-        elapsed: ``(wall s, CPU s)`` of the whole study (its steps and the probe).
-    """
+def _target_lines(probe):
+    """Markdown lines: the targets and whether each was reached, the cosine floor, the no-KD ablation."""
     verdicts = target_verdicts(probe)
-    lines = ['# KDSR evidence: does the IDR encode the blur? (written by `kdsr_pdd.evidence_kdsr.run_kdsr`)', '',
-             'A tiny KDSR teacher (its encoder sees LR + HR), a student distilled from it (encoder-only KD warm-up, '
-             'then joint L1 + KD) and the same student without KD, trained with the project\'s `train` command on '
-             f'{len(TRAIN_PHOTOS)} scikit-image photos (`options/evidence/kdsr/`), probed on '
-             f'{len(HELDOUT_PHOTOS)} held-out photos that no training uses ({", ".join(HELDOUT_PHOTOS)}).', '',
-             '## Targets (final checkpoints)', '',
-             '| quantity | target | value | reached |', '|:--|--:|--:|:--|']
+    lines = ['## Targets (final checkpoints)', '', '| quantity | target | value | reached |', '|:--|--:|--:|:--|']
     for description, threshold, value, reached in verdicts:
         lines.append(f'| {description} | >= {threshold} | {_number(value)} | '
                      f'{"yes" if reached else ("not run" if value is None else "**no**")} |')
@@ -274,6 +260,38 @@ def readme_text(probe, psnr, steps, environment, elapsed):
         lines += [f'Ablation, no-KD student at its final checkpoint: R² {_number(nokd["r2"])}, cosine '
                   f'{_number(nokd.get("cosine"))} (no target; the KD student\'s gain over it is what the '
                   'distillation does).', '']
+    return lines
+
+
+def _step_lines(steps):
+    """Markdown lines: the steps' table and what "reused" means."""
+    lines = ['## Steps', '', '| step | command | wall s | CPU s |', '|:--|:--|--:|--:|']
+    for title, command, wall, cpu, reused in steps:
+        lines.append(f'| {title} | `{command}` | {"reused" if reused else f"{wall:.0f}"} | '
+                     f'{"reused" if reused else f"{cpu:.0f}"} |')
+    if any(step[4] for step in steps):
+        lines += ['', '"reused": the training\'s final checkpoint (and its `net_g_latest.pth`) was already in the work '
+                  'folder\'s `experiments/`, so it was not run again here; where it came from is in the logs and the '
+                  'option file kept in that experiment folder.']
+    return lines
+
+
+def readme_text(probe, psnr, steps, environment, elapsed):
+    """The README of the study.
+
+    Args:
+        probe: :func:`probe_runs`'s result.
+        psnr: ``{key: mean Gaussian8 PSNR}`` of the final models (missing keys: not tested).
+        steps: ``[(title, command, wall s, CPU s, reused)]`` of the trainings and tests.
+        environment: markdown lines (thread count, versions, machine).
+        elapsed: ``(wall s, CPU s)`` of the whole study (its steps and the probe).
+    """
+    lines = ['# KDSR evidence: does the IDR encode the blur? (written by `kdsr_pdd.evidence_kdsr.run_kdsr`)', '',
+             'A tiny KDSR teacher (its encoder sees LR + HR), a student distilled from it (encoder-only KD warm-up, '
+             'then joint L1 + KD) and the same student without KD, trained with the project\'s `train` command on '
+             f'{len(TRAIN_PHOTOS)} scikit-image photos (`options/evidence/kdsr/`), probed on '
+             f'{len(HELDOUT_PHOTOS)} held-out photos that no training uses ({", ".join(HELDOUT_PHOTOS)}).', '',
+             *_target_lines(probe)]
     lines += ['## Probe curves (every saved checkpoint)', '', *curve_table(probe), '',
               f'- **R²**: leave-one-photo-out ridge probe of sigma from the 4C IDR (`kdsr_pdd.idr_probe.loo_ridge_r2`; '
               'standardised on the training folds, alpha by nested leave-one-photo-out CV), pooled over the held-out '
@@ -290,14 +308,7 @@ def readme_text(probe, psnr, steps, environment, elapsed):
         lines += [f'| {row} | {psnr[key]:.2f} |' for key, row, *_ in TESTS if key in psnr]
         lines += ['', f'Gaussian8 of the held-out photos (centre crops <= {HELDOUT_SIZE} px), `kdsr-pdd test`. '
                   'The teacher is given the HR: an upper bound for the students.', '']
-    lines += ['## Steps', '', '| step | command | wall s | CPU s |', '|:--|:--|--:|--:|']
-    for title, command, wall, cpu, reused in steps:
-        lines.append(f'| {title} | `{command}` | {"reused" if reused else f"{wall:.0f}"} | '
-                     f'{"reused" if reused else f"{cpu:.0f}"} |')
-    if any(step[4] for step in steps):
-        lines += ['', '"reused": the training\'s final checkpoint (and its `net_g_latest.pth`) was already in the work '
-                  'folder\'s `experiments/`, so it was not run again here; where it came from is in the logs and the '
-                  'option file kept in that experiment folder.']
+    lines += _step_lines(steps)
     lines += ['', '## What the figures depend on', '', *environment,
               f'- time: {elapsed[0] / 60:.1f} min wall, {elapsed[1] / 60:.1f} min CPU (steps and probe)', '']
     return '\n'.join(lines)
