@@ -11,7 +11,7 @@ COMMANDS = {
     'test': 'test a model from an option file (BasicSR test_pipeline)',
     'infer': 'super-resolve image files with a checkpoint',
     'demo': 'the embedded demo: KDSR and PDD end to end on CPU',
-    'evidence': 'evidence studies at demo scale on CPU (pdd: the paper\'s ablation on the demo\'s target domain)',
+    'evidence': 'evidence studies on CPU: pdd (the PDD ablation), kdsr (does the IDR encode the blur)',
     'report': 'parameters, MACs, latency and memory of configured networks',
     'tables': 'paper-style results tables from BasicSR logs',
     'figures': 'figures: fidelity-perception scatter, KDSR IDR analysis',

@@ -17,6 +17,10 @@ the generalist:
 4. the five models tested on the held-out crops of both domains (PSNR / SSIM, Y channel);
 5. ``results/evidence_pdd/``: ``README.md`` (the table, what each row is, the trainings' lengths, thread count,
    versions, time), the table as ``.md`` / ``.csv``, a side-by-side figure of one target-domain crop.
+
+``kdsr``: whether the KDSR IDR encodes the blur (:mod:`kdsr_pdd.evidence_kdsr`): a teacher, a KD student and a
+no-KD student trained long enough for the IDR to leave its content-only plateau, every checkpoint probed on
+held-out photos; ``results/evidence_kdsr/README.md`` has the probe curves and the targets' verdicts.
 """
 import os
 import os.path as osp
