@@ -316,20 +316,13 @@ def readme_text(probe, psnr, steps, environment, elapsed):
 
 # --- the runner -------------------------------------------------------------------------------------------------
 
-def _children_cpu():
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _timed_run(recipe, steps, title, *args):
-    import shlex
-    import time
+    """Run one step; append ``(title, command, wall s, CPU s, reused=False)`` (the recipe's timing) to ``steps``."""
+    from kdsr_pdd.recipes import command_line
 
-    wall, cpu = time.time(), _children_cpu()
     recipe.run(*args)
-    steps.append((title, shlex.join(['kdsr-pdd', *map(str, args)]), time.time() - wall, _children_cpu() - cpu, False))
+    _, wall, cpu = recipe.timings[-1]
+    steps.append((title, command_line(*args), wall, cpu, False))
 
 
 def _mean_psnr(workdir, name):
@@ -344,14 +337,13 @@ def run_kdsr(workdir, threads, iters):
     shortens every training (quick checks; None: the recipe's lengths). A training whose final checkpoint is
     already in ``workdir`` is reused (its command printed, not run). Returns the README's path."""
     import json
-    import shlex
     import time
 
     import torch
 
-    from kdsr_pdd.recipes import Recipe, length_overrides
+    from kdsr_pdd.recipes import Recipe, children_cpu_seconds, command_line, length_overrides
 
-    start_wall, start_cpu = time.time(), time.process_time() + _children_cpu()
+    start_wall, start_cpu = time.time(), time.process_time() + children_cpu_seconds()
     print(f'Building the study data in {osp.join(workdir, DATA)} ...', flush=True)
     build_kdsr_data(osp.join(workdir, DATA))
     recipe = Recipe(workdir, osp.join(workdir, REPORT), threads)
@@ -363,8 +355,8 @@ def run_kdsr(workdir, threads, iters):
                 *length_overrides(iters, _options() / option_file, checkpoints=4))
         final = _final_checkpoint(workdir, name, iters or option['train']['total_iter'])
         if osp.isfile(final) and osp.isfile(osp.join(osp.dirname(final), 'net_g_latest.pth')):
-            print(f'   reused: {final} exists (the command would be: {shlex.join(["kdsr-pdd", *map(str, args)])})')
-            steps.append((title, shlex.join(['kdsr-pdd', *map(str, args)]), 0.0, 0.0, True))
+            print(f'   reused: {final} exists (the command would be: {command_line(*args)})')
+            steps.append((title, command_line(*args), 0.0, 0.0, True))
         else:
             _timed_run(recipe, steps, title, *args)
     print('\n== Gaussian8 tests of the final models', flush=True)
@@ -377,7 +369,7 @@ def run_kdsr(workdir, threads, iters):
     probe = probe_runs(workdir)
     with open(osp.join(out, 'probe.json'), 'w', encoding='utf-8') as f:
         json.dump({**probe, 'gaussian8_psnr': psnr}, f, indent=1)
-    elapsed = (time.time() - start_wall, time.process_time() + _children_cpu() - start_cpu)
+    elapsed = (time.time() - start_wall, time.process_time() + children_cpu_seconds() - start_cpu)
     readme = osp.join(out, 'README.md')
     with open(readme, 'w', encoding='utf-8') as f:
         f.write(readme_text(probe, psnr, steps, recipe.environment(), elapsed))

@@ -47,9 +47,9 @@ class Recipe:
         """Run ``kdsr-pdd <args>``, streaming its output (indented) and logging it; RecipeError if it fails."""
         self.steps += 1
         log_path = osp.join(self.report_dir, 'steps', f'{self.steps:02d}_{args[0]}.log')
-        command = shlex.join(['kdsr-pdd', *map(str, args)])  # printed so that it can be pasted into a shell
+        command = command_line(*args)
         print(f'$ {command}', flush=True)
-        start, cpu_start = time.perf_counter(), _children_cpu()
+        start, cpu_start = time.perf_counter(), children_cpu_seconds()
         with open(log_path, 'w', encoding='utf-8') as log, subprocess.Popen(
                 [sys.executable, '-m', 'kdsr_pdd', *map(str, args)], cwd=self.workdir, env=self.env,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
@@ -57,7 +57,7 @@ class Recipe:
                 log.write(line)
                 sys.stdout.write('    ' + line)
                 sys.stdout.flush()
-        self.timings.append((args[0], time.perf_counter() - start, _children_cpu() - cpu_start))
+        self.timings.append((args[0], time.perf_counter() - start, children_cpu_seconds() - cpu_start))
         if process.returncode != 0:
             raise RecipeError(f'step {self.steps} failed (exit {process.returncode}): {command}; '
                               f'its output: {log_path}')
@@ -88,7 +88,13 @@ class Recipe:
         return f'{len(self.timings)} steps, {_minutes(wall)} wall, {_minutes(cpu)} CPU (user + system)'
 
 
-def _children_cpu():
+def command_line(*args):
+    """``kdsr-pdd <args>`` shell-quoted, so that a printed step can be pasted into a shell."""
+    return shlex.join(['kdsr-pdd', *map(str, args)])
+
+
+def children_cpu_seconds():
+    """User + system CPU seconds of this process's finished children (the steps run so far)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
